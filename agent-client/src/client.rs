@@ -1,0 +1,140 @@
+//! A typed async client of the agent protocol.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use url::Url;
+use uuid::Uuid;
+
+use crate::protocol::{
+    AGENT_API_PREFIX, Assignments, CaptureReport, ErrorResponse, RegisterRequest, RegisterResponse,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid server URL: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("transport error: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("server answered {status}: {code}: {message}")]
+    Server {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status of a server-side error, if this is one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Server { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Client of one server for one agent.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl AgentClient {
+    /// A client of the server at `base` (e.g. `https://capture.example:8480`).
+    pub fn new(base: &str, http: reqwest::Client) -> Result<Self, ClientError> {
+        let mut base = Url::parse(base)?;
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        Ok(Self { http, base })
+    }
+
+    fn url(&self, path: &str) -> Result<Url, ClientError> {
+        Ok(self.base.join(&format!(
+            "{}{}",
+            AGENT_API_PREFIX.trim_start_matches('/'),
+            path
+        ))?)
+    }
+
+    /// Registers the machine; the answer carries the agent id for every further call.
+    pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, ClientError> {
+        let resp = self
+            .http
+            .post(self.url("/agents")?)
+            .json(req)
+            .send()
+            .await?;
+        decode(resp).await
+    }
+
+    /// Long-polls for the desired state: answers at once if the assignments' generation differs
+    /// from `since`, otherwise when they change or after `wait`.
+    pub async fn poll(
+        &self,
+        agent_id: Uuid,
+        since: Option<i64>,
+        wait: Duration,
+    ) -> Result<Assignments, ClientError> {
+        let mut url = self.url(&format!("/agents/{agent_id}/assignments"))?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(since) = since {
+                q.append_pair("since", &since.to_string());
+            }
+            q.append_pair("waitSeconds", &wait.as_secs().to_string());
+        }
+        let resp = self
+            .http
+            .get(url)
+            .timeout(wait + Duration::from_secs(10))
+            .send()
+            .await?;
+        decode(resp).await
+    }
+
+    /// Reports the state of one capture.
+    pub async fn report(
+        &self,
+        agent_id: Uuid,
+        capture_id: Uuid,
+        report: &CaptureReport,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&format!("/agents/{agent_id}/captures/{capture_id}/report"))?;
+        let resp = self.http.post(url).json(report).send().await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(server_error(resp).await)
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
+    if resp.status().is_success() {
+        return Ok(resp.json().await?);
+    }
+    Err(server_error(resp).await)
+}
+
+async fn server_error(resp: reqwest::Response) -> ClientError {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorResponse>(&text) {
+        Ok(e) => ClientError::Server {
+            status: status.as_u16(),
+            code: e.error.code,
+            message: e.error.message,
+        },
+        Err(_) => ClientError::Server {
+            status: status.as_u16(),
+            code: status
+                .canonical_reason()
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR.as_str())
+                .to_string(),
+            message: text,
+        },
+    }
+}

@@ -1,0 +1,215 @@
+//! Wire types of the agent protocol (`/agent/v1`).
+//!
+//! An agent registers its machine, long-polls for the desired state of the captures
+//! assigned to it, and reports what it is doing.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Prefix of every agent protocol route.
+pub const AGENT_API_PREFIX: &str = "/agent/v1";
+
+/// Registration of a machine's agent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterRequest {
+    /// ARM resource id of the machine, e.g.
+    /// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}`.
+    pub machine_id: String,
+    /// Azure region name of the machine (e.g. `eastus`); empty = the server's default location.
+    #[serde(default)]
+    pub location: String,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+    /// Capture interfaces of the machine.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Captures this agent is still running (after an agent restart); every other capture the
+    /// server believed running on this machine ends as `Error` / `AgentStopped`.
+    #[serde(default)]
+    pub running_captures: Vec<Uuid>,
+}
+
+/// Answer to a registration.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterResponse {
+    /// The agent's id, used in every further call.
+    pub agent_id: Uuid,
+    /// Longest wait the server grants a long poll, in seconds.
+    pub max_poll_seconds: u32,
+    /// An agent that has not polled for this long is considered lost.
+    pub lost_after_seconds: u32,
+}
+
+/// What the server wants a capture to be doing.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub enum DesiredState {
+    Running,
+    Stopped,
+}
+
+/// Transport protocol of a filter.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
+pub enum FilterProtocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+    #[default]
+    Any,
+}
+
+/// One packet filter; fields are AND-ed, filters are OR-ed. Address and port values are a
+/// single value, a range `a-b` or a list `a;b;c`, already validated by the server.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureFilter {
+    pub protocol: FilterProtocol,
+    #[serde(rename = "localIPAddress", skip_serializing_if = "Option::is_none")]
+    pub local_ip_address: Option<String>,
+    #[serde(rename = "remoteIPAddress", skip_serializing_if = "Option::is_none")]
+    pub remote_ip_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<String>,
+}
+
+/// Everything an agent needs to run one capture.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureAssignment {
+    pub capture_id: Uuid,
+    /// ARM id of the packet capture resource.
+    pub resource_id: String,
+    pub desired: DesiredState,
+    /// Snap length; 0 = whole packet.
+    pub bytes_to_capture_per_packet: u64,
+    pub total_bytes_per_session: u64,
+    pub time_limit_in_seconds: u32,
+    pub filters: Vec<CaptureFilter>,
+    /// Local file to write, when the capture is kept on the machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_path: Option<String>,
+    /// Blob URL the capture is stored at, when a storage account was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_path: Option<String>,
+}
+
+/// The desired state of every capture assigned to a machine.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignments {
+    /// Changes whenever the assignments change; send it back as `since` to long-poll.
+    pub generation: i64,
+    pub captures: Vec<CaptureAssignment>,
+}
+
+/// Why a capture stopped. Serialized as the `stopReason` of the ARM status.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub enum StopReason {
+    /// `timeLimitInSeconds` reached.
+    TimeExceeded,
+    /// `totalBytesPerSession` reached.
+    TotalBytesExceeded,
+    /// Stopped through the API (`stop` or `delete`).
+    StoppedByUser,
+    /// The agent stopped, restarted or stopped polling.
+    AgentStopped,
+    /// The capture ended with an error (see `packetCaptureError`).
+    CaptureError,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::TimeExceeded => "TimeExceeded",
+            StopReason::TotalBytesExceeded => "TotalBytesExceeded",
+            StopReason::StoppedByUser => "StoppedByUser",
+            StopReason::AgentStopped => "AgentStopped",
+            StopReason::CaptureError => "CaptureError",
+        }
+    }
+}
+
+/// Error codes of a capture (`packetCaptureError` in ARM).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub enum CaptureErrorCode {
+    InternalError,
+    AgentStopped,
+    CaptureFailed,
+    LocalFileFailed,
+    StorageFailed,
+}
+
+impl CaptureErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureErrorCode::InternalError => "InternalError",
+            CaptureErrorCode::AgentStopped => "AgentStopped",
+            CaptureErrorCode::CaptureFailed => "CaptureFailed",
+            CaptureErrorCode::LocalFileFailed => "LocalFileFailed",
+            CaptureErrorCode::StorageFailed => "StorageFailed",
+        }
+    }
+}
+
+/// What an agent reports about one capture.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(tag = "state")]
+pub enum CaptureReport {
+    /// The capture is running (first report: started; later: counters).
+    Running {
+        #[serde(rename = "startTime")]
+        start_time: DateTime<Utc>,
+        #[serde(flatten)]
+        counters: CaptureCounters,
+    },
+    /// The capture ended normally.
+    Stopped {
+        #[serde(rename = "stopReason")]
+        stop_reason: StopReason,
+        #[serde(flatten)]
+        counters: CaptureCounters,
+    },
+    /// The capture failed.
+    Failed {
+        code: CaptureErrorCode,
+        message: String,
+        #[serde(flatten)]
+        counters: CaptureCounters,
+    },
+}
+
+/// Running counters and file locations of a capture.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureCounters {
+    #[serde(default)]
+    pub packets: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub kernel_drops: u64,
+    /// Where the capture's data is (local paths and/or blob URLs).
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+/// Error body of the agent protocol (the same shape as ARM's).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}

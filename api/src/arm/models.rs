@@ -1,0 +1,268 @@
+//! ARM wire shapes of Microsoft.Network networkWatchers and packetCaptures (api-version
+//! 2026-03-01), plus the few documented extensions of this server.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub const WATCHER_TYPE: &str = "Microsoft.Network/networkWatchers";
+pub const CAPTURE_TYPE: &str = "Microsoft.Network/networkWatchers/packetCaptures";
+
+/// Network watcher in a resource group.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.Network/networkWatchers/nw1", "name": "nw1", "type": "Microsoft.Network/networkWatchers", "location": "eastus", "tags": {}, "etag": "W/\"00000000-0000-0000-0000-000000000000\"", "properties": {"provisioningState": "Succeeded"}}))]
+pub struct NetworkWatcher {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub location: String,
+    pub tags: BTreeMap<String, String>,
+    pub etag: String,
+    pub properties: NetworkWatcherProperties,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkWatcherProperties {
+    /// Succeeded, or Deleting while a delete is in progress.
+    pub provisioning_state: String,
+}
+
+/// Body of `PUT networkWatchers/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"location": "eastus", "tags": {}, "properties": {}}))]
+pub struct NetworkWatcherCreate {
+    /// Region of the watcher; one watcher per subscription and region.
+    pub location: String,
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub properties: Option<serde_json::Value>,
+}
+
+/// Body of `PATCH networkWatchers/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"tags": {"tag1": "value1"}}))]
+pub struct TagsObject {
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkWatcherListResult {
+    pub value: Vec<NetworkWatcher>,
+    /// URL of the next page (absent on the last page).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_link: Option<String>,
+}
+
+/// Body of `PUT packetCaptures/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"properties": {"target": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1", "storageLocation": {"filePath": "/var/captures/pc1.cap"}, "timeLimitInSeconds": 100, "totalBytesPerSession": 100000, "filters": [{"protocol": "TCP", "localIPAddress": "10.0.0.4", "localPort": "80"}]}}))]
+pub struct PacketCapture {
+    pub properties: PacketCaptureParameters,
+}
+
+/// Parameters of a packet capture. In responses every default is filled in.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PacketCaptureParameters {
+    /// Resource id of the target VM (or VM scale set).
+    pub target: String,
+    /// VM scale set instances to include or exclude (AzureVMSS targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<PacketCaptureMachineScope>,
+    /// `AzureVM` (default) or `AzureVMSS`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_type: Option<String>,
+    /// Bytes kept of each packet (snap length); 0 (default) = the whole packet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 4294967295_u64, default = 0)]
+    pub bytes_to_capture_per_packet: Option<u64>,
+    /// Maximum size of the capture's packet data in bytes; default 1073741824. 0 = the maximum
+    /// (4294967295).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 4294967295_u64, default = 1073741824)]
+    pub total_bytes_per_session: Option<u64>,
+    /// Maximum duration in seconds; default 18000. 0 = the maximum (18000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 18000, default = 18000)]
+    pub time_limit_in_seconds: Option<u32>,
+    pub storage_location: PacketCaptureStorageLocation,
+    /// Filters, OR-ed; the fields of one filter are AND-ed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Vec<PacketCaptureFilter>>,
+    /// Nullable: absent = null. With true or false, `localPath` is used instead of `filePath`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continuous_capture: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_settings: Option<PacketCaptureSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct PacketCaptureMachineScope {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PacketCaptureStorageLocation {
+    /// Resource id of the storage account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_id: Option<String>,
+    /// Blob URL of the capture; set by the server when `storageId` is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_path: Option<String>,
+    /// Local file on the machine: must start with `/var/captures` and end in `.cap`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_path: Option<String>,
+    /// Local file when `continuousCapture` is given; same rules as `filePath`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_path: Option<String>,
+}
+
+/// A packet filter. Values: a single value, a range `a-b`, or a list `a;b;c`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PacketCaptureFilter {
+    /// `TCP`, `UDP` or `Any` (default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(rename = "localIPAddress", skip_serializing_if = "Option::is_none")]
+    pub local_ip_address: Option<String>,
+    #[serde(rename = "remoteIPAddress", skip_serializing_if = "Option::is_none")]
+    pub remote_ip_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PacketCaptureSettings {
+    #[schema(minimum = 0, maximum = 10000, default = 10)]
+    pub file_count: Option<u32>,
+    #[schema(minimum = 0, maximum = 4294967295_u64, default = 104857600)]
+    pub file_size_in_bytes: Option<u64>,
+    #[schema(minimum = 0, maximum = 604800, default = 86400)]
+    pub session_time_limit_in_seconds: Option<u32>,
+}
+
+/// A packet capture resource.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct PacketCaptureResult {
+    pub name: String,
+    pub id: String,
+    pub etag: String,
+    pub properties: PacketCaptureResultProperties,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PacketCaptureResultProperties {
+    #[serde(flatten)]
+    pub parameters: PacketCaptureParameters,
+    /// Updating while the capture starts, then Succeeded or Failed; Deleting during a delete.
+    pub provisioning_state: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PacketCaptureListResult {
+    pub value: Vec<PacketCaptureResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_link: Option<String>,
+}
+
+/// Status of a packet capture session.
+///
+/// `stopReason` is set once the capture stopped: `TimeExceeded` (time limit),
+/// `TotalBytesExceeded` (byte limit), `StoppedByUser` (stop or delete through the API),
+/// `AgentStopped` (the machine's agent stopped or was lost), `CaptureError` (see
+/// `packetCaptureError`). `packetsCaptured`, `bytesCaptured`, `kernelDrops`, `captureFiles`
+/// and `errorMessage` are extensions of this server.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"name": "pc1", "id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.Network/networkWatchers/nw1/packetCaptures/pc1", "captureStartTime": "2026-09-07T12:35:24Z", "packetCaptureStatus": "Stopped", "stopReason": "TimeExceeded", "packetCaptureError": [], "packetsCaptured": 120, "bytesCaptured": 9600, "kernelDrops": 0, "captureFiles": ["/var/captures/pc1.cap"]}))]
+pub struct PacketCaptureQueryStatusResult {
+    pub name: String,
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_start_time: Option<DateTime<Utc>>,
+    /// NotStarted, Running, Stopped, Error or Unknown.
+    pub packet_capture_status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// InternalError, AgentStopped, CaptureFailed, LocalFileFailed, StorageFailed.
+    pub packet_capture_error: Vec<String>,
+    /// Extension: packets written so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets_captured: Option<i64>,
+    /// Extension: packet bytes written so far (record data, without pcap headers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_captured: Option<i64>,
+    /// Extension: packets the kernel dropped before the capture saw them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_drops: Option<i64>,
+    /// Extension: where the capture's data is.
+    pub capture_files: Vec<String>,
+    /// Extension: the message of the error, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+/// Answer of the `Azure-AsyncOperation` monitor.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"id": "/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.Network/locations/eastus/operations/6c3b0e53-3e2f-4b62-9d7c-2f0e2f6e9a11", "name": "6c3b0e53-3e2f-4b62-9d7c-2f0e2f6e9a11", "status": "Succeeded", "startTime": "2026-09-07T12:35:24Z", "endTime": "2026-09-07T12:35:25Z"}))]
+pub struct AsyncOperationResult {
+    pub id: String,
+    pub name: String,
+    /// InProgress, Succeeded, Failed or Canceled.
+    pub status: String,
+    pub start_time: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<OperationError>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OperationError {
+    pub code: String,
+    pub message: String,
+}
+
+/// The VM of a registered agent, as Microsoft.Compute shows it (the fields `az` reads).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VirtualMachine {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub location: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    pub id: String,
+    pub subscription_id: String,
+    pub display_name: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionListResult {
+    pub value: Vec<Subscription>,
+}
+
+pub fn etag(uuid: uuid::Uuid) -> String {
+    format!("W/\"{uuid}\"")
+}

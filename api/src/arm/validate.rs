@@ -1,0 +1,680 @@
+//! Validation of a packet capture PUT body against the ARM specification.
+//!
+//! The body is read as JSON values, not deserialized directly, so that every rejection names the
+//! JSON path of the field in error and property names match case-insensitively, as in ARM.
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+use super::ids::ResourceId;
+use super::models::{
+    PacketCaptureFilter, PacketCaptureMachineScope, PacketCaptureParameters, PacketCaptureSettings,
+    PacketCaptureStorageLocation,
+};
+use crate::error::ApiError;
+
+pub const DEFAULT_TOTAL_BYTES: u64 = 1_073_741_824;
+pub const DEFAULT_TIME_LIMIT: u32 = 18_000;
+pub const MAX_U32: u64 = 4_294_967_295;
+/// The folder Linux capture files must be in.
+pub const CAPTURE_FOLDER: &str = "/var/captures";
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+fn format_error(target: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid("InvalidRequestFormat", target, message)
+}
+
+fn invalid(target: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid("InvalidParameter", target, message)
+}
+
+/// Case-insensitive property lookup; `null` counts as absent.
+fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    obj.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_null())
+}
+
+fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>> {
+    v.as_object()
+        .ok_or_else(|| format_error(path, format!("'{path}' must be a JSON object.")))
+}
+
+fn string(obj: &Map<String, Value>, name: &str, path: &str) -> Result<Option<String>> {
+    match field(obj, name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format_error(path, format!("'{path}' must be a string."))),
+    }
+}
+
+fn integer(obj: &Map<String, Value>, name: &str, path: &str, max: u64) -> Result<Option<u64>> {
+    let Some(v) = field(obj, name) else {
+        return Ok(None);
+    };
+    let n = match v {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= max as f64)
+                .map(|f| f as u64)
+        }),
+        // ARM accepts numbers sent as strings.
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if n <= max => Ok(Some(n)),
+        Some(_) => Err(invalid(
+            path,
+            format!("'{path}' must be an integer from 0 to {max}."),
+        )),
+        None if matches!(v, Value::Number(_)) => Err(invalid(
+            path,
+            format!("'{path}' must be an integer from 0 to {max}."),
+        )),
+        None => Err(format_error(
+            path,
+            format!("'{path}' must be an integer from 0 to {max}."),
+        )),
+    }
+}
+
+/// The capture's parameters with defaults filled in, and what the server derives from them.
+#[derive(Debug, Clone)]
+pub struct ValidCapture {
+    pub parameters: PacketCaptureParameters,
+    /// Lower-cased resource id of the machine that runs the capture.
+    pub machine_key: String,
+    pub target: ResourceId,
+    /// The effective time limit (0 means the maximum).
+    pub time_limit_seconds: u32,
+}
+
+/// Validates a `PUT packetCaptures/{name}` body.
+pub fn capture_body(body: &Value) -> Result<ValidCapture> {
+    let root = object(body, "body")?;
+    let props_v = field(root, "properties").ok_or_else(|| {
+        format_error(
+            "properties",
+            "The request body must have a 'properties' object.",
+        )
+    })?;
+    let props = object(props_v, "properties")?;
+
+    let target_type = match string(props, "targetType", "properties.targetType")? {
+        None => "AzureVM".to_string(),
+        Some(t) if t.eq_ignore_ascii_case("AzureVM") => "AzureVM".to_string(),
+        Some(t) if t.eq_ignore_ascii_case("AzureVMSS") => "AzureVMSS".to_string(),
+        Some(t) => {
+            return Err(invalid(
+                "properties.targetType",
+                format!("Unknown targetType '{t}'. Supported values: 'AzureVM', 'AzureVMSS'."),
+            ));
+        }
+    };
+    let target_s = string(props, "target", "properties.target")?.ok_or_else(|| {
+        invalid(
+            "properties.target",
+            "'properties.target' is required: the resource id of the target virtual machine.",
+        )
+    })?;
+    let target = ResourceId::parse(&target_s).filter(|id| {
+        if target_type == "AzureVM" {
+            id.is_type("Microsoft.Compute", &["virtualMachines"])
+        } else {
+            id.is_type("Microsoft.Compute", &["virtualMachineScaleSets"])
+        }
+    });
+    let Some(target) = target else {
+        let form = if target_type == "AzureVM" {
+            "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Compute/virtualMachines/{vmName}"
+        } else {
+            "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmssName}"
+        };
+        return Err(invalid(
+            "properties.target",
+            format!(
+                "Target '{target_s}' is not a valid {target_type} resource id; expected {form}."
+            ),
+        ));
+    };
+
+    let scope = match field(props, "scope") {
+        None if target_type == "AzureVMSS" => Some(PacketCaptureMachineScope {
+            include: vec![],
+            exclude: vec![],
+        }),
+        None => None,
+        Some(_) if target_type == "AzureVM" => {
+            return Err(invalid(
+                "properties.scope",
+                "'properties.scope' is only valid for targetType 'AzureVMSS'.",
+            ));
+        }
+        Some(v) => {
+            let o = object(v, "properties.scope")?;
+            Some(PacketCaptureMachineScope {
+                include: instance_list(o, "include", &target_s)?,
+                exclude: instance_list(o, "exclude", &target_s)?,
+            })
+        }
+    };
+
+    let bytes_per_packet = integer(
+        props,
+        "bytesToCapturePerPacket",
+        "properties.bytesToCapturePerPacket",
+        MAX_U32,
+    )?
+    .unwrap_or(0);
+    let total_bytes = integer(
+        props,
+        "totalBytesPerSession",
+        "properties.totalBytesPerSession",
+        MAX_U32,
+    )?
+    .unwrap_or(DEFAULT_TOTAL_BYTES);
+    let time_limit = integer(
+        props,
+        "timeLimitInSeconds",
+        "properties.timeLimitInSeconds",
+        DEFAULT_TIME_LIMIT as u64,
+    )?
+    .map(|t| t as u32)
+    .unwrap_or(DEFAULT_TIME_LIMIT);
+
+    let continuous = match field(props, "continuousCapture") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(format_error(
+                "properties.continuousCapture",
+                "'properties.continuousCapture' must be true, false or null.",
+            ));
+        }
+    };
+
+    let storage_location = storage_location(props, continuous)?;
+    let filters = match field(props, "filters") {
+        None => vec![],
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, f)| filter(f, &format!("properties.filters[{i}]")))
+            .collect::<Result<Vec<_>>>()?,
+        Some(_) => {
+            return Err(format_error(
+                "properties.filters",
+                "'properties.filters' must be an array of filters.",
+            ));
+        }
+    };
+    let capture_settings = match field(props, "captureSettings") {
+        None => None,
+        Some(v) => {
+            let o = object(v, "properties.captureSettings")?;
+            Some(PacketCaptureSettings {
+                file_count: Some(
+                    integer(
+                        o,
+                        "fileCount",
+                        "properties.captureSettings.fileCount",
+                        10_000,
+                    )?
+                    .unwrap_or(10) as u32,
+                ),
+                file_size_in_bytes: Some(
+                    integer(
+                        o,
+                        "fileSizeInBytes",
+                        "properties.captureSettings.fileSizeInBytes",
+                        MAX_U32,
+                    )?
+                    .unwrap_or(104_857_600),
+                ),
+                session_time_limit_in_seconds: Some(
+                    integer(
+                        o,
+                        "sessionTimeLimitInSeconds",
+                        "properties.captureSettings.sessionTimeLimitInSeconds",
+                        604_800,
+                    )?
+                    .unwrap_or(86_400) as u32,
+                ),
+            })
+        }
+    };
+
+    let machine_key = crate::arm::ids::key(&target_s);
+    Ok(ValidCapture {
+        parameters: PacketCaptureParameters {
+            target: target_s,
+            scope,
+            target_type: Some(target_type),
+            bytes_to_capture_per_packet: Some(bytes_per_packet),
+            total_bytes_per_session: Some(total_bytes),
+            time_limit_in_seconds: Some(time_limit),
+            storage_location,
+            filters: Some(filters),
+            continuous_capture: continuous,
+            capture_settings,
+        },
+        machine_key,
+        target,
+        time_limit_seconds: if time_limit == 0 {
+            DEFAULT_TIME_LIMIT
+        } else {
+            time_limit
+        },
+    })
+}
+
+fn instance_list(o: &Map<String, Value>, name: &str, vmss: &str) -> Result<Vec<String>> {
+    let path = format!("properties.scope.{name}");
+    match field(o, name) {
+        None => Ok(vec![]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let p = format!("{path}[{i}]");
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| format_error(&p, format!("'{p}' must be a string.")))?;
+                // An instance id alone ("0") or the full instance resource id.
+                if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+                    return Ok(format!("{vmss}/virtualMachines/{s}"));
+                }
+                match ResourceId::parse(s) {
+                    Some(id)
+                        if id.is_type(
+                            "Microsoft.Compute",
+                            &["virtualMachineScaleSets", "virtualMachines"],
+                        ) && crate::arm::ids::key(s)
+                            .starts_with(&crate::arm::ids::key(&format!("{vmss}/"))) =>
+                    {
+                        Ok(s.to_string())
+                    }
+                    _ => Err(invalid(
+                        &p,
+                        format!("'{s}' is not an instance of the scale set '{vmss}'."),
+                    )),
+                }
+            })
+            .collect(),
+        Some(_) => Err(format_error(&path, format!("'{path}' must be an array."))),
+    }
+}
+
+fn storage_location(
+    props: &Map<String, Value>,
+    continuous: Option<bool>,
+) -> Result<PacketCaptureStorageLocation> {
+    const P: &str = "properties.storageLocation";
+    let v = field(props, "storageLocation").ok_or_else(|| {
+        invalid(
+            P,
+            "'properties.storageLocation' is required: give storageId, filePath or both.",
+        )
+    })?;
+    let o = object(v, P)?;
+    let storage_id = string(o, "storageId", "properties.storageLocation.storageId")?;
+    if let Some(id) = &storage_id {
+        let ok = ResourceId::parse(id)
+            .is_some_and(|r| r.is_type("Microsoft.Storage", &["storageAccounts"]));
+        if !ok {
+            return Err(invalid(
+                "properties.storageLocation.storageId",
+                format!(
+                    "'{id}' is not a storage account resource id; expected /subscriptions/{{subscriptionId}}/resourceGroups/{{resourceGroup}}/providers/Microsoft.Storage/storageAccounts/{{accountName}}."
+                ),
+            ));
+        }
+    }
+    let file_path = string(o, "filePath", "properties.storageLocation.filePath")?;
+    let local_path = string(o, "localPath", "properties.storageLocation.localPath")?;
+    if continuous.is_some() && file_path.is_some() {
+        return Err(invalid(
+            "properties.storageLocation.filePath",
+            "'filePath' is invalid when 'continuousCapture' is given (true or false): use 'localPath'.",
+        ));
+    }
+    if continuous.is_none() && local_path.is_some() {
+        return Err(invalid(
+            "properties.storageLocation.localPath",
+            "'localPath' is valid only when 'continuousCapture' is given (true or false): use 'filePath'.",
+        ));
+    }
+    let (path_name, path) = if continuous.is_some() {
+        ("localPath", &local_path)
+    } else {
+        ("filePath", &file_path)
+    };
+    if storage_id.is_none() && path.is_none() {
+        return Err(invalid(
+            P,
+            format!(
+                "Either 'storageId' or '{path_name}' is required in 'properties.storageLocation'."
+            ),
+        ));
+    }
+    if let Some(p) = path {
+        capture_path(p, &format!("{P}.{path_name}"))?;
+    }
+    Ok(PacketCaptureStorageLocation {
+        storage_id,
+        // Set by the server when the capture is created; a client's value is ignored.
+        storage_path: None,
+        file_path,
+        local_path,
+    })
+}
+
+/// A Linux capture file path: under `/var/captures`, ending in `.cap`, without `..`.
+pub fn capture_path(p: &str, target: &str) -> Result<()> {
+    let under = p
+        .strip_prefix(CAPTURE_FOLDER)
+        .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1);
+    let ok = under
+        && p.ends_with(".cap")
+        && p.len() > CAPTURE_FOLDER.len() + 5
+        && !p.contains('\0')
+        && !p.contains('\\')
+        && !p.split('/').any(|seg| seg == ".." || seg == ".")
+        && !p.contains("//")
+        && p.len() <= 4096;
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            target,
+            format!(
+                "'{p}' is not a valid capture file path: on Linux it must start with '{CAPTURE_FOLDER}/', end in '.cap', and contain no '.' or '..' segments."
+            ),
+        ))
+    }
+}
+
+fn filter(v: &Value, path: &str) -> Result<PacketCaptureFilter> {
+    let o = object(v, path)?;
+    let protocol = match string(o, "protocol", &format!("{path}.protocol"))? {
+        None => "Any".to_string(),
+        Some(p) => ["TCP", "UDP", "Any"]
+            .into_iter()
+            .find(|c| c.eq_ignore_ascii_case(&p))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                invalid(
+                    &format!("{path}.protocol"),
+                    format!("Unknown protocol '{p}'. Supported values: 'TCP', 'UDP', 'Any'."),
+                )
+            })?,
+    };
+    let mut f = PacketCaptureFilter {
+        protocol: Some(protocol),
+        local_ip_address: None,
+        remote_ip_address: None,
+        local_port: None,
+        remote_port: None,
+    };
+    for (name, is_ip) in [
+        ("localIPAddress", true),
+        ("remoteIPAddress", true),
+        ("localPort", false),
+        ("remotePort", false),
+    ] {
+        let p = format!("{path}.{name}");
+        let Some(value) = string(o, name, &p)? else {
+            continue;
+        };
+        let value = value.trim().to_string();
+        if value.is_empty() {
+            continue;
+        }
+        if is_ip {
+            ip_value(&value, &p)?;
+        } else {
+            port_value(&value, &p)?;
+        }
+        match name {
+            "localIPAddress" => f.local_ip_address = Some(value),
+            "remoteIPAddress" => f.remote_ip_address = Some(value),
+            "localPort" => f.local_port = Some(value),
+            _ => f.remote_port = Some(value),
+        }
+    }
+    Ok(f)
+}
+
+/// The three value forms of a filter field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterValue<T> {
+    Single(T),
+    Range(T, T),
+    List(Vec<T>),
+}
+
+/// Parses `a`, `a-b` or `a;b;c` (a trailing `;` allowed). Ranges and lists do not mix.
+pub fn parse_filter_value<T: PartialOrd + Copy>(
+    s: &str,
+    item: impl Fn(&str) -> Option<T>,
+) -> std::result::Result<FilterValue<T>, String> {
+    if s.contains(';') {
+        let parts: Vec<&str> = s.split(';').map(str::trim).collect();
+        let parts: Vec<&str> = match parts.split_last() {
+            Some((last, rest)) if last.is_empty() => rest.to_vec(),
+            _ => parts,
+        };
+        if parts.iter().any(|p| p.contains('-') && !p.contains(':')) {
+            return Err("mixing ranges with lists is not supported".to_string());
+        }
+        let items = parts
+            .iter()
+            .map(|p| item(p).ok_or_else(|| format!("'{p}' is not a valid value")))
+            .collect::<std::result::Result<Vec<T>, String>>()?;
+        if items.is_empty() {
+            return Err("the list is empty".to_string());
+        }
+        return Ok(if items.len() == 1 {
+            FilterValue::Single(items[0])
+        } else {
+            FilterValue::List(items)
+        });
+    }
+    if let Some((a, b)) = s.split_once('-') {
+        let (a, b) = (a.trim(), b.trim());
+        let lo = item(a).ok_or_else(|| format!("'{a}' is not a valid value"))?;
+        let hi = item(b).ok_or_else(|| format!("'{b}' is not a valid value"))?;
+        if lo > hi {
+            return Err(format!("the range '{s}' starts after it ends"));
+        }
+        return Ok(FilterValue::Range(lo, hi));
+    }
+    item(s)
+        .map(FilterValue::Single)
+        .ok_or_else(|| format!("'{s}' is not a valid value"))
+}
+
+pub fn ip_value(s: &str, target: &str) -> Result<FilterValue<IpAddr>> {
+    let v = parse_filter_value(s, |p| p.parse::<IpAddr>().ok()).map_err(|e| {
+        invalid(target, format!("'{s}' is not a valid IP address filter ({e}): use a single address \"10.0.0.4\", a range \"10.0.0.1-10.0.0.255\" or a list \"10.0.0.4;10.0.0.5\"."))
+    })?;
+    if let FilterValue::Range(a, b) = v {
+        if a.is_ipv4() != b.is_ipv4() {
+            return Err(invalid(
+                target,
+                format!("The range '{s}' mixes IPv4 and IPv6 addresses."),
+            ));
+        }
+    }
+    Ok(v)
+}
+
+pub fn port_value(s: &str, target: &str) -> Result<FilterValue<u16>> {
+    parse_filter_value(s, |p| {
+        if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        p.parse::<u16>().ok()
+    })
+    .map_err(|e| {
+        invalid(target, format!("'{s}' is not a valid port filter ({e}): use a single port \"80\", a range \"80-85\" or a list \"80;443\", with ports from 0 to 65535."))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vm() -> &'static str {
+        "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1"
+    }
+
+    fn target_of(body: Value) -> String {
+        match capture_body(&body) {
+            Err(ApiError::Arm { target, .. }) => target.unwrap_or_default(),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let v = capture_body(&json!({"properties": {"target": vm(), "storageLocation": {"filePath": "/var/captures/a.cap"}}})).unwrap();
+        let p = v.parameters;
+        assert_eq!(p.bytes_to_capture_per_packet, Some(0));
+        assert_eq!(p.total_bytes_per_session, Some(DEFAULT_TOTAL_BYTES));
+        assert_eq!(p.time_limit_in_seconds, Some(DEFAULT_TIME_LIMIT));
+        assert_eq!(p.target_type.as_deref(), Some("AzureVM"));
+        assert_eq!(p.filters, Some(vec![]));
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let base = |props: Value| json!({"properties": props});
+        assert_eq!(target_of(json!({})), "properties");
+        assert_eq!(
+            target_of(base(
+                json!({"storageLocation": {"filePath": "/var/captures/a.cap"}})
+            )),
+            "properties.target"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Network/foo/bar", "storageLocation": {"filePath": "/var/captures/a.cap"}})
+            )),
+            "properties.target"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": vm(), "targetType": "AzureFoo", "storageLocation": {"filePath": "/var/captures/a.cap"}})
+            )),
+            "properties.targetType"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": vm(), "storageLocation": {"filePath": "/tmp/a.cap"}})
+            )),
+            "properties.storageLocation.filePath"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": vm(), "storageLocation": {"filePath": "/var/captures/../etc/a.cap"}})
+            )),
+            "properties.storageLocation.filePath"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": vm(), "storageLocation": {"filePath": "/var/captures/a.pcap"}})
+            )),
+            "properties.storageLocation.filePath"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": vm(), "continuousCapture": true, "storageLocation": {"filePath": "/var/captures/a.cap"}})
+            )),
+            "properties.storageLocation.filePath"
+        );
+        assert_eq!(
+            target_of(base(json!({"target": vm(), "storageLocation": {}}))),
+            "properties.storageLocation"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": vm(), "timeLimitInSeconds": 18001, "storageLocation": {"filePath": "/var/captures/a.cap"}})
+            )),
+            "properties.timeLimitInSeconds"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": vm(), "bytesToCapturePerPacket": -1, "storageLocation": {"filePath": "/var/captures/a.cap"}})
+            )),
+            "properties.bytesToCapturePerPacket"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": vm(), "totalBytesPerSession": "lots", "storageLocation": {"filePath": "/var/captures/a.cap"}})
+            )),
+            "properties.totalBytesPerSession"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": vm(), "storageLocation": {"filePath": "/var/captures/a.cap"}, "filters": [{"protocol": "ICMP"}]})
+            )),
+            "properties.filters[0].protocol"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": vm(), "storageLocation": {"filePath": "/var/captures/a.cap"}, "filters": [{}, {"localPort": "70000"}]})
+            )),
+            "properties.filters[1].localPort"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": vm(), "storageLocation": {"filePath": "/var/captures/a.cap"}, "filters": [{"remoteIPAddress": "10.0.0.1-10.0.0.5;10.0.0.9"}]})
+            )),
+            "properties.filters[0].remoteIPAddress"
+        );
+        assert_eq!(
+            target_of(base(
+                json!({"target": vm(), "storageLocation": {"storageId": "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm"}})
+            )),
+            "properties.storageLocation.storageId"
+        );
+    }
+
+    #[test]
+    fn filter_value_forms() {
+        assert_eq!(port_value("80", "t").unwrap(), FilterValue::Single(80));
+        assert_eq!(
+            port_value("80-85", "t").unwrap(),
+            FilterValue::Range(80, 85)
+        );
+        assert_eq!(
+            port_value("80;443;", "t").unwrap(),
+            FilterValue::List(vec![80, 443])
+        );
+        assert!(port_value("85-80", "t").is_err());
+        assert!(port_value("+80", "t").is_err());
+        assert!(ip_value("10.0.0.1-::1", "t").is_err());
+        assert!(
+            matches!(ip_value("::1;fe80::1", "t").unwrap(), FilterValue::List(v) if v.len() == 2)
+        );
+        assert!(matches!(
+            ip_value("10.0.0.1 - 10.0.0.9", "t").unwrap(),
+            FilterValue::Range(..)
+        ));
+    }
+
+    #[test]
+    fn case_insensitive_properties_and_enums() {
+        let v = capture_body(&json!({"Properties": {"TARGET": vm(), "storagelocation": {"FilePath": "/var/captures/a.cap"}, "filters": [{"protocol": "tcp"}]}})).unwrap();
+        assert_eq!(
+            v.parameters.filters.unwrap()[0].protocol.as_deref(),
+            Some("TCP")
+        );
+    }
+}

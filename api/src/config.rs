@@ -1,0 +1,115 @@
+//! Command line and configuration: one typed struct per command. Every flag can also be
+//! given as a `CAPTURE_API_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "capture-api",
+    version,
+    about = "ARM-compatible packet capture API server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API server.
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Print the OpenAPI document to stdout.
+    Openapi,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL (also read from DATABASE_URL). Absent: the server runs its own PostgreSQL
+    /// cluster in the data folder, from the system's PostgreSQL binaries.
+    #[arg(long, env = "CAPTURE_API_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Data folder (the embedded PostgreSQL cluster lives in DATA_DIR/postgres).
+    #[arg(long, env = "CAPTURE_API_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+impl DatabaseArgs {
+    /// The external database URL: the flag or CAPTURE_API_DATABASE_URL, else DATABASE_URL.
+    pub fn external_url(&self) -> Option<String> {
+        self.database_url
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok())
+            .filter(|u| !u.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 = any free port).
+    #[arg(long, env = "CAPTURE_API_LISTEN", default_value = "127.0.0.1:8480")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Base URL for absolute monitor URLs (default: the request's scheme and host).
+    #[arg(long, env = "CAPTURE_API_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// PEM certificate chain: serve HTTPS.
+    #[arg(long, env = "CAPTURE_API_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CAPTURE_API_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Region of the network watchers created automatically for agents that give none.
+    #[arg(long, env = "CAPTURE_API_LOCATION", default_value = "local")]
+    pub location: String,
+    /// How long a capture's create operation waits for the target's agent to start it.
+    #[arg(long, env = "CAPTURE_API_AGENT_WAIT_SECONDS", default_value_t = 60)]
+    pub agent_wait_seconds: u64,
+    /// An agent that has not polled for this long is lost; its running captures end in Error.
+    #[arg(long, env = "CAPTURE_API_AGENT_LOST_SECONDS", default_value_t = 30)]
+    pub agent_lost_seconds: u64,
+    /// How long a running capture may take to acknowledge a stop before the server records it
+    /// as stopped anyway (also the grace past the time limit).
+    #[arg(long, env = "CAPTURE_API_STOP_GRACE_SECONDS", default_value_t = 10)]
+    pub stop_grace_seconds: u64,
+    /// Items per page of list results.
+    #[arg(long, env = "CAPTURE_API_PAGE_SIZE", default_value_t = 100)]
+    pub page_size: i64,
+    /// Database connections per server process.
+    #[arg(long, env = "CAPTURE_API_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "CAPTURE_API_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// Timing settings the handlers and the background tasks share.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub agent_wait: Duration,
+    pub agent_lost: Duration,
+    pub stop_grace: Duration,
+}
+
+impl Timing {
+    /// Longest wait granted to an agent's long poll: well inside the lost bound.
+    pub fn max_poll(&self) -> Duration {
+        (self.agent_lost / 2).clamp(Duration::from_millis(200), Duration::from_secs(25))
+    }
+}
+
+impl ServeArgs {
+    pub fn timing(&self) -> Timing {
+        Timing {
+            agent_wait: Duration::from_secs(self.agent_wait_seconds),
+            agent_lost: Duration::from_secs(self.agent_lost_seconds.max(1)),
+            stop_grace: Duration::from_secs(self.stop_grace_seconds),
+        }
+    }
+}

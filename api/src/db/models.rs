@@ -1,0 +1,134 @@
+//! Rows of the tables, as read (`*Row`) and as inserted (`New*`).
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use super::schema::{machines, network_watchers, operations, packet_captures};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = network_watchers)]
+pub struct WatcherRow {
+    pub id: Uuid,
+    pub subscription_id: String,
+    pub resource_group: String,
+    pub name: String,
+    pub location: String,
+    pub tags: serde_json::Value,
+    pub etag: Uuid,
+    pub provisioning_state: String,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = network_watchers)]
+pub struct NewWatcher<'a> {
+    pub id: Uuid,
+    pub subscription_id: &'a str,
+    pub resource_group: &'a str,
+    pub name: &'a str,
+    pub identity_key: String,
+    pub subscription_key: String,
+    pub location: &'a str,
+    pub location_key: String,
+    pub tags: serde_json::Value,
+    pub etag: Uuid,
+    pub provisioning_state: &'a str,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = machines)]
+pub struct MachineRow {
+    pub resource_key: String,
+    pub resource_id: String,
+    pub location: String,
+    pub agent_id: Uuid,
+    pub lost: bool,
+}
+
+#[derive(Debug, Insertable, AsChangeset)]
+#[diesel(table_name = machines)]
+pub struct NewMachine<'a> {
+    pub resource_key: String,
+    pub resource_id: &'a str,
+    pub subscription_id: &'a str,
+    pub subscription_key: String,
+    pub location: &'a str,
+    pub agent_id: Uuid,
+    pub hostname: &'a str,
+    pub os: &'a str,
+    pub agent_version: &'a str,
+    pub interfaces: serde_json::Value,
+    pub last_seen_at: DateTime<Utc>,
+    pub lost: bool,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = packet_captures)]
+pub struct CaptureRow {
+    pub id: Uuid,
+    pub watcher_id: Uuid,
+    pub name: String,
+    pub resource_id: String,
+    pub parameters: serde_json::Value,
+    pub machine_key: String,
+    pub etag: Uuid,
+    pub provisioning_state: String,
+    pub status: String,
+    pub desired_running: bool,
+    pub deleting: bool,
+    pub capture_start_time: Option<DateTime<Utc>>,
+    pub stop_reason: Option<String>,
+    pub stop_requested_reason: Option<String>,
+    pub errors: serde_json::Value,
+    pub error_message: Option<String>,
+    pub packets: Option<i64>,
+    pub bytes: Option<i64>,
+    pub kernel_drops: Option<i64>,
+    pub files: serde_json::Value,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = packet_captures)]
+pub struct NewCapture<'a> {
+    pub id: Uuid,
+    pub watcher_id: Uuid,
+    pub name: &'a str,
+    pub name_key: String,
+    pub resource_id: String,
+    pub parameters: serde_json::Value,
+    pub machine_key: String,
+    pub etag: Uuid,
+    pub provisioning_state: &'a str,
+    pub status: &'a str,
+    pub time_limit_seconds: i32,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = operations)]
+pub struct OperationRow {
+    pub id: Uuid,
+    pub subscription_key: String,
+    pub location: String,
+    pub kind: String,
+    pub resource_id: String,
+    pub capture_id: Option<Uuid>,
+    pub status: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = operations)]
+pub struct NewOperation<'a> {
+    pub id: Uuid,
+    pub subscription_key: String,
+    pub location: &'a str,
+    pub kind: &'a str,
+    pub resource_id: &'a str,
+    pub capture_id: Option<Uuid>,
+    pub watcher_id: Option<Uuid>,
+    pub status: &'a str,
+    pub deadline: DateTime<Utc>,
+}

@@ -1,0 +1,95 @@
+// The diesel schema of `migrations/`.
+
+diesel::table! {
+    network_watchers (id) {
+        id -> Uuid,
+        subscription_id -> Text,
+        resource_group -> Text,
+        name -> Text,
+        identity_key -> Text,
+        subscription_key -> Text,
+        location -> Text,
+        location_key -> Text,
+        tags -> Jsonb,
+        etag -> Uuid,
+        provisioning_state -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    machines (resource_key) {
+        resource_key -> Text,
+        resource_id -> Text,
+        subscription_id -> Text,
+        subscription_key -> Text,
+        location -> Text,
+        agent_id -> Uuid,
+        hostname -> Text,
+        os -> Text,
+        agent_version -> Text,
+        interfaces -> Jsonb,
+        generation -> BigInt,
+        registered_at -> Timestamptz,
+        last_seen_at -> Timestamptz,
+        lost -> Bool,
+    }
+}
+
+diesel::table! {
+    packet_captures (id) {
+        id -> Uuid,
+        change_seq -> BigInt,
+        watcher_id -> Uuid,
+        name -> Text,
+        name_key -> Text,
+        resource_id -> Text,
+        parameters -> Jsonb,
+        machine_key -> Text,
+        etag -> Uuid,
+        provisioning_state -> Text,
+        status -> Text,
+        desired_running -> Bool,
+        deleting -> Bool,
+        capture_start_time -> Nullable<Timestamptz>,
+        stopped_at -> Nullable<Timestamptz>,
+        stop_reason -> Nullable<Text>,
+        stop_requested_reason -> Nullable<Text>,
+        stop_requested_at -> Nullable<Timestamptz>,
+        errors -> Jsonb,
+        error_message -> Nullable<Text>,
+        packets -> Nullable<BigInt>,
+        bytes -> Nullable<BigInt>,
+        kernel_drops -> Nullable<BigInt>,
+        files -> Jsonb,
+        time_limit_seconds -> Integer,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    operations (id) {
+        id -> Uuid,
+        subscription_key -> Text,
+        location -> Text,
+        kind -> Text,
+        resource_id -> Text,
+        capture_id -> Nullable<Uuid>,
+        watcher_id -> Nullable<Uuid>,
+        status -> Text,
+        error_code -> Nullable<Text>,
+        error_message -> Nullable<Text>,
+        deadline -> Timestamptz,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(packet_captures -> network_watchers (watcher_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    network_watchers,
+    machines,
+    packet_captures,
+    operations
+);

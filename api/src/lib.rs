@@ -1,0 +1,21 @@
+//! The ARM-compatible packet capture API server.
+//!
+//! Read top to bottom: [`config`] (command line), [`server`] (routes and start-up),
+//! [`routes`] (HTTP handlers per resource), [`arm`] (ARM ids, versions, models, validation),
+//! [`db`] (schema, rows, pool, migrations), [`sweeper`] (time-driven transitions),
+//! [`notify`] (LISTEN/NOTIFY wake-ups of agents' long polls), [`embedded_pg`] (the default
+//! local database), [`error`] (the one mapping of errors to ARM responses).
+
+pub mod arm;
+pub mod config;
+pub mod db;
+pub mod embedded_pg;
+pub mod error;
+pub mod metrics;
+pub mod middleware;
+pub mod notify;
+pub mod openapi;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod sweeper;

@@ -1,0 +1,51 @@
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use capture_api::config::{Cli, Command};
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Openapi => {
+            print!("{}", capture_api::openapi::document_json());
+            Ok(())
+        }
+        Command::Migrate(db) => migrate(db).await,
+        Command::Serve(args) => capture_api::server::serve(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("capture-api: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(
+    db: capture_api::config::DatabaseArgs,
+) -> Result<(), capture_api::error::StartupError> {
+    let embedded = match db.external_url() {
+        Some(_) => None,
+        None => Some(capture_api::embedded_pg::EmbeddedPostgres::start(&db.data_dir).await?),
+    };
+    let url = db
+        .external_url()
+        .or_else(|| embedded.as_ref().map(|pg| pg.database_url()))
+        .unwrap_or_default();
+    let result = capture_api::db::migrate(&url).await;
+    if let Some(pg) = &embedded {
+        pg.stop().await;
+    }
+    for m in result? {
+        println!("applied {m}");
+    }
+    Ok(())
+}

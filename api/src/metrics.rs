@@ -1,0 +1,57 @@
+//! Process metrics in the Prometheus text format (database-wide gauges are added by the
+//! `/metrics` handler).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub requests: Counter,
+    pub responses_4xx: Counter,
+    pub responses_5xx: Counter,
+    pub captures_created: Counter,
+    pub polls_waiting: Gauge,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        format!(
+            "# HELP capture_api_requests_total HTTP requests served.\n# TYPE capture_api_requests_total counter\ncapture_api_requests_total {}\n\
+             # HELP capture_api_responses_client_errors_total 4xx responses.\n# TYPE capture_api_responses_client_errors_total counter\ncapture_api_responses_client_errors_total {}\n\
+             # HELP capture_api_responses_server_errors_total 5xx responses.\n# TYPE capture_api_responses_server_errors_total counter\ncapture_api_responses_server_errors_total {}\n\
+             # HELP capture_api_capture_puts_total Successful packet capture PUTs.\n# TYPE capture_api_capture_puts_total counter\ncapture_api_capture_puts_total {}\n\
+             # HELP capture_api_agent_polls_in_flight Agent long polls being served.\n# TYPE capture_api_agent_polls_in_flight gauge\ncapture_api_agent_polls_in_flight {}\n",
+            self.requests.get(),
+            self.responses_4xx.get(),
+            self.responses_5xx.get(),
+            self.captures_created.get(),
+            self.polls_waiting.get(),
+        )
+    }
+}

@@ -1,0 +1,214 @@
+//! The one request middleware: ARM path casing, request ids and tracing spans, metrics, and the
+//! guarantee that every error response is an ARM JSON error body.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::http::{StatusCode, Uri};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpResponse, web};
+use tracing::Instrument;
+
+use crate::error::{CloudError, CloudErrorBody};
+use crate::state::AppState;
+
+const REQUEST_ID: &str = "x-ms-request-id";
+const CLIENT_REQUEST_ID: &str = "x-ms-client-request-id";
+const CORRELATION_ID: &str = "x-ms-correlation-request-id";
+
+/// ARM matches the literal segments of a path without case (`resourcegroups`, `PROVIDERS`, …).
+/// Rewrites them to the casing our routes use, leaving names untouched.
+pub fn canonical_path(path: &str) -> Option<String> {
+    const LITERALS: &[&str] = &[
+        "subscriptions",
+        "resourceGroups",
+        "providers",
+        "Microsoft.Network",
+        "Microsoft.Compute",
+        "networkWatchers",
+        "packetCaptures",
+        "virtualMachines",
+        "locations",
+        "operations",
+        "operationResults",
+        "queryStatus",
+        "stop",
+    ];
+    let segs: Vec<&str> = path.split('/').collect();
+    // segs[0] is "" (leading slash).
+    if segs.len() < 2 || !segs[1].eq_ignore_ascii_case("subscriptions") {
+        return None;
+    }
+    let literal_positions: &[usize] =
+        if segs.len() > 3 && segs[3].eq_ignore_ascii_case("resourceGroups") {
+            &[1, 3, 5, 6, 7, 9, 11]
+        } else {
+            &[1, 3, 4, 5, 7]
+        };
+    let mut out: Vec<String> = segs.iter().map(|s| s.to_string()).collect();
+    let mut changed = false;
+    for &i in literal_positions {
+        if let Some(seg) = out.get_mut(i) {
+            if let Some(canon) = LITERALS.iter().find(|l| l.eq_ignore_ascii_case(seg)) {
+                if seg != canon {
+                    *seg = canon.to_string();
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed.then(|| out.join("/"))
+}
+
+fn header(req: &ServiceRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .map(str::to_string)
+}
+
+fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "InvalidRequestContent",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+        s if s.is_server_error() => "InternalServerError",
+        _ => "BadRequest",
+    }
+}
+
+fn error_message(status: StatusCode, original: &str) -> String {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "The request body is larger than the {} MB limit.",
+            crate::routes::MAX_BODY_BYTES / (1024 * 1024)
+        ),
+        StatusCode::NOT_FOUND if original.is_empty() => {
+            "No resource or operation matches this path and method.".to_string()
+        }
+        _ if original.is_empty() => status.canonical_reason().unwrap_or("Error").to_string(),
+        _ => original.to_string(),
+    }
+}
+
+pub async fn arm_envelope(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    if let Some(path) = canonical_path(req.path()) {
+        let pq = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        if let Ok(uri) = pq.parse::<Uri>() {
+            req.match_info_mut().get_mut().update(&uri);
+            req.head_mut().uri = uri;
+        }
+    }
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_request_id = header(&req, CLIENT_REQUEST_ID);
+    let correlation_id = header(&req, CORRELATION_ID).unwrap_or_else(|| request_id.clone());
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.path(),
+        request_id = %request_id,
+        client_request_id = client_request_id.as_deref().unwrap_or(""),
+        correlation_id = %correlation_id,
+        status = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let res = next
+        .call(req)
+        .instrument(span.clone())
+        .await?
+        .map_into_boxed_body();
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let mut res = if (status.is_client_error() || status.is_server_error()) && !is_json {
+        // An error produced outside our handlers (routing, extractors, payload limits).
+        let (http_req, original) = res.into_parts();
+        let original = original
+            .into_body()
+            .try_into_bytes()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let body = CloudError {
+            error: CloudErrorBody {
+                code: error_code(status).to_string(),
+                message: error_message(status, original.trim()),
+                target: None,
+                details: vec![],
+            },
+        };
+        let mut builder = HttpResponse::build(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            builder.insert_header(("Retry-After", "5"));
+        }
+        ServiceResponse::new(http_req, builder.json(body))
+    } else {
+        res
+    };
+    let headers = res.headers_mut();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set(REQUEST_ID, &request_id);
+    set(CORRELATION_ID, &correlation_id);
+    if let Some(id) = &client_request_id {
+        set(CLIENT_REQUEST_ID, id);
+    }
+    span.record("status", status.as_u16());
+    let _enter = span.enter();
+    tracing::info!(
+        status = status.as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request done"
+    );
+    if let Some(m) = metrics {
+        m.requests.inc();
+        if status.is_client_error() {
+            m.responses_4xx.inc();
+        } else if status.is_server_error() {
+            m.responses_5xx.inc();
+        }
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_path;
+
+    #[test]
+    fn canonicalizes_literals_only() {
+        assert_eq!(
+            canonical_path("/SUBSCRIPTIONS/s/resourcegroups/RG/PROVIDERS/microsoft.network/NetworkWatchers/stop/packetcaptures/pc/STOP").as_deref(),
+            Some("/subscriptions/s/resourceGroups/RG/providers/Microsoft.Network/networkWatchers/stop/packetCaptures/pc/stop")
+        );
+        assert_eq!(
+            canonical_path(
+                "/subscriptions/s/providers/microsoft.network/LOCATIONS/eastus/OperationResults/x"
+            )
+            .as_deref(),
+            Some(
+                "/subscriptions/s/providers/Microsoft.Network/locations/eastus/operationResults/x"
+            )
+        );
+        assert_eq!(canonical_path("/subscriptions/s/resourceGroups/rg"), None);
+        assert_eq!(canonical_path("/healthz"), None);
+    }
+}

@@ -1,0 +1,449 @@
+//! The agent protocol (`/agent/v1`): registration, long-polled assignments, reports.
+//!
+//! An agent sees and reports on only the captures of its own machine.
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, get, post, web};
+use agent_client::{
+    Assignments, CaptureAssignment, CaptureCounters, CaptureFilter, CaptureReport, DesiredState,
+    FilterProtocol, RegisterRequest, RegisterResponse, StopReason,
+};
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::arm::ids::{self, ResourceId};
+use crate::arm::models::PacketCaptureParameters;
+use crate::db::models::{CaptureRow, MachineRow, NewMachine, NewWatcher};
+use crate::db::schema::{machines, network_watchers, packet_captures};
+use crate::error::{ApiError, ApiResult, CloudError};
+use crate::state::AppState;
+
+fn agent_not_registered(agent_id: Uuid) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "AgentNotRegistered",
+        format!(
+            "No agent {agent_id} is registered (it may have been replaced by a newer registration of its machine): register again."
+        ),
+    )
+}
+
+fn is_machine_id(id: &ResourceId) -> bool {
+    id.is_type("Microsoft.Compute", &["virtualMachines"])
+        || id.is_type(
+            "Microsoft.Compute",
+            &["virtualMachineScaleSets", "virtualMachines"],
+        )
+}
+
+/// Register a machine's agent.
+///
+/// Re-registering a machine replaces its previous agent id. Captures the server believed running
+/// on the machine but that are not in `runningCaptures` end as Error / `AgentStopped`. A network
+/// watcher `NetworkWatcher_{location}` in resource group `NetworkWatcherRG` is created for the
+/// machine's subscription and region if there is none.
+#[utoipa::path(
+    tag = "Agent protocol",
+    operation_id = "Agents_Register",
+    request_body = RegisterRequest,
+    responses(
+        (status = 200, description = "Registered", body = RegisterResponse),
+        (status = 400, description = "Invalid registration", body = CloudError),
+    )
+)]
+#[post("/agent/v1/agents")]
+pub async fn register(state: web::Data<AppState>, body: web::Bytes) -> ApiResult<HttpResponse> {
+    let req: RegisterRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(
+            "InvalidRequestContent",
+            "body",
+            format!("Invalid registration: {e}"),
+        )
+    })?;
+    let machine = ResourceId::parse(&req.machine_id)
+        .filter(is_machine_id)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "InvalidParameter",
+                "machineId",
+                format!("'{}' is not a virtual machine resource id (/subscriptions/{{s}}/resourceGroups/{{rg}}/providers/Microsoft.Compute/virtualMachines/{{name}}).", req.machine_id),
+            )
+        })?;
+    ids::validate_subscription(&machine.subscription)?;
+    let location = if req.location.trim().is_empty() {
+        state.default_location.clone()
+    } else {
+        req.location.trim().to_string()
+    };
+    let agent_id = Uuid::new_v4();
+    let key = ids::key(&req.machine_id);
+    let machine_id = req.machine_id.clone();
+    let mut conn = state.conn().await?;
+    conn.transaction::<_, ApiError, _>(async move |conn| {
+            let row = NewMachine {
+                resource_key: key.clone(),
+                resource_id: &req.machine_id,
+                subscription_id: &machine.subscription,
+                subscription_key: ids::key(&machine.subscription),
+                location: &location,
+                agent_id,
+                hostname: &req.hostname,
+                os: &req.os,
+                agent_version: &req.agent_version,
+                interfaces: serde_json::to_value(&req.interfaces).unwrap_or_default(),
+                last_seen_at: Utc::now(),
+                lost: false,
+            };
+            diesel::insert_into(machines::table)
+                .values(&row)
+                .on_conflict(machines::resource_key)
+                .do_update()
+                .set(&row)
+                .execute(conn)
+                .await?;
+            diesel::sql_query(
+                "UPDATE packet_captures SET status = 'Error', errors = '[\"AgentStopped\"]',
+                     stop_reason = 'AgentStopped', stopped_at = now(), updated_at = now(), desired_running = false,
+                     error_message = 'The capture agent restarted and no longer runs this capture.'
+                 WHERE machine_key = $1 AND status = 'Running' AND NOT (id = ANY($2))",
+            )
+            .bind::<Text, _>(&key)
+            .bind::<Array<SqlUuid>, _>(&req.running_captures)
+            .execute(conn)
+            .await?;
+            let sub = machine.subscription.clone();
+            let name = format!("NetworkWatcher_{}", ids::location_key(&location));
+            let rg = "NetworkWatcherRG";
+            diesel::insert_into(network_watchers::table)
+                .values(NewWatcher {
+                    id: Uuid::new_v4(),
+                    subscription_id: &sub,
+                    resource_group: rg,
+                    name: &name,
+                    identity_key: super::watcher_identity(&sub, rg, &name),
+                    subscription_key: ids::key(&sub),
+                    location: &location,
+                    location_key: ids::location_key(&location),
+                    tags: serde_json::json!({}),
+                    etag: Uuid::new_v4(),
+                    provisioning_state: "Succeeded",
+                })
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            Ok(())
+            })
+    .await?;
+    crate::sweeper::settle(&mut conn, None).await?;
+    tracing::info!(machine = %machine_id, %agent_id, "agent registered");
+    Ok(HttpResponse::Ok().json(RegisterResponse {
+        agent_id,
+        max_poll_seconds: state.timing.max_poll().as_secs().max(1) as u32,
+        lost_after_seconds: state.timing.agent_lost.as_secs() as u32,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct PollQuery {
+    /// The generation the agent has; the answer comes when the assignments differ from it.
+    pub since: Option<i64>,
+    /// Longest wait in seconds (capped by the server).
+    pub wait_seconds: Option<f64>,
+}
+
+/// Marks the agent alive and returns its machine.
+async fn touch(conn: &mut AsyncPgConnection, agent_id: Uuid) -> ApiResult<MachineRow> {
+    diesel::update(machines::table.filter(machines::agent_id.eq(agent_id)))
+        .set((
+            machines::last_seen_at.eq(Utc::now()),
+            machines::lost.eq(false),
+        ))
+        .returning(MachineRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| agent_not_registered(agent_id))
+}
+
+async fn assignments(conn: &mut AsyncPgConnection, machine_key: &str) -> ApiResult<Assignments> {
+    let generation: Option<i64> = packet_captures::table
+        .filter(packet_captures::machine_key.eq(machine_key))
+        .select(diesel::dsl::max(packet_captures::change_seq))
+        .first(conn)
+        .await?;
+    let rows: Vec<CaptureRow> = packet_captures::table
+        .filter(packet_captures::machine_key.eq(machine_key))
+        .filter(packet_captures::status.eq_any(["NotStarted", "Running"]))
+        .filter(packet_captures::provisioning_state.ne_all(["Failed", "Canceled"]))
+        .order(packet_captures::created_at)
+        .select(CaptureRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(Assignments {
+        generation: generation.unwrap_or(0),
+        captures: rows.iter().filter_map(to_assignment).collect(),
+    })
+}
+
+fn to_assignment(c: &CaptureRow) -> Option<CaptureAssignment> {
+    let p: PacketCaptureParameters = serde_json::from_value(c.parameters.clone()).ok()?;
+    let filters = p
+        .filters
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| CaptureFilter {
+            protocol: match f.protocol.as_deref() {
+                Some("TCP") => FilterProtocol::Tcp,
+                Some("UDP") => FilterProtocol::Udp,
+                _ => FilterProtocol::Any,
+            },
+            local_ip_address: f.local_ip_address,
+            remote_ip_address: f.remote_ip_address,
+            local_port: f.local_port,
+            remote_port: f.remote_port,
+        })
+        .collect();
+    let total = p
+        .total_bytes_per_session
+        .unwrap_or(crate::arm::validate::DEFAULT_TOTAL_BYTES);
+    Some(CaptureAssignment {
+        capture_id: c.id,
+        resource_id: c.resource_id.clone(),
+        desired: if c.desired_running {
+            DesiredState::Running
+        } else {
+            DesiredState::Stopped
+        },
+        bytes_to_capture_per_packet: p.bytes_to_capture_per_packet.unwrap_or(0),
+        total_bytes_per_session: if total == 0 {
+            crate::arm::validate::MAX_U32
+        } else {
+            total
+        },
+        time_limit_in_seconds: match p.time_limit_in_seconds {
+            None | Some(0) => crate::arm::validate::DEFAULT_TIME_LIMIT,
+            Some(t) => t,
+        },
+        filters,
+        file_path: p
+            .storage_location
+            .file_path
+            .or(p.storage_location.local_path),
+        storage_path: p.storage_location.storage_path,
+    })
+}
+
+/// Long-poll for the desired state of the machine's captures: answers at once when the
+/// generation differs from `since`, else when it changes or the wait ends.
+#[utoipa::path(
+    tag = "Agent protocol",
+    operation_id = "Agents_PollAssignments",
+    params(("agentId" = Uuid, Path), PollQuery),
+    responses(
+        (status = 200, description = "The assignments", body = Assignments),
+        (status = 404, description = "Unknown agent: register again", body = CloudError),
+    )
+)]
+#[get("/agent/v1/agents/{agentId}/assignments")]
+pub async fn poll(
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+    query: web::Query<PollQuery>,
+) -> ApiResult<HttpResponse> {
+    let agent_id = path.into_inner();
+    let max = state.timing.max_poll();
+    let wait = query
+        .wait_seconds
+        .filter(|w| w.is_finite() && *w >= 0.0)
+        .map(|w| Duration::from_secs_f64(w.min(max.as_secs_f64())))
+        .unwrap_or(max);
+    let deadline = Instant::now() + wait;
+
+    let machine = {
+        let mut conn = state.conn().await?;
+        touch(&mut conn, agent_id).await?
+    };
+    // Subscribe before reading, so that a change committed in between still wakes us.
+    let mut sub = state.hub.subscribe(&machine.resource_key);
+    state.metrics.polls_waiting.inc();
+    let _guard = scopeguard(&state);
+    loop {
+        sub.mark_seen();
+        let current = {
+            let mut conn = state.conn().await?;
+            assignments(&mut conn, &machine.resource_key).await?
+        };
+        let now = Instant::now();
+        if query.since != Some(current.generation) || now >= deadline {
+            return Ok(HttpResponse::Ok().json(current));
+        }
+        if !sub.changed(deadline - now).await {
+            return Ok(HttpResponse::Ok().json(current));
+        }
+    }
+}
+
+struct PollGuard(std::sync::Arc<crate::metrics::Metrics>);
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        self.0.polls_waiting.dec();
+    }
+}
+fn scopeguard(state: &AppState) -> PollGuard {
+    PollGuard(state.metrics.clone())
+}
+
+fn counters_i64(c: &CaptureCounters) -> (i64, i64, i64, serde_json::Value) {
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    (
+        i(c.packets),
+        i(c.bytes),
+        i(c.kernel_drops),
+        serde_json::to_value(&c.files).unwrap_or_default(),
+    )
+}
+
+/// Report the state of a capture assigned to this agent's machine.
+#[utoipa::path(
+    tag = "Agent protocol",
+    operation_id = "Agents_ReportCapture",
+    params(("agentId" = Uuid, Path), ("captureId" = Uuid, Path)),
+    request_body = CaptureReport,
+    responses(
+        (status = 204, description = "Recorded"),
+        (status = 404, description = "Unknown agent, or not a capture of this agent's machine", body = CloudError),
+    )
+)]
+#[post("/agent/v1/agents/{agentId}/captures/{captureId}/report")]
+pub async fn report(
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let (agent_id, capture_id) = path.into_inner();
+    let report: CaptureReport = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(
+            "InvalidRequestContent",
+            "body",
+            format!("Invalid report: {e}"),
+        )
+    })?;
+    let mut conn = state.conn().await?;
+    conn.transaction::<_, ApiError, _>(async move |conn| {
+            let machine = touch(conn, agent_id).await?;
+            let c: CaptureRow = packet_captures::table
+                .find(capture_id)
+                .filter(packet_captures::machine_key.eq(&machine.resource_key))
+                .select(CaptureRow::as_select())
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "CaptureNotAssigned",
+                        format!("Capture {capture_id} is not assigned to this agent's machine (or was deleted)."),
+                    )
+                })?;
+            let active = c.status == "NotStarted" || c.status == "Running";
+            let now = Utc::now();
+            let target = packet_captures::table.find(c.id);
+            let succeeded_if_updating = if c.provisioning_state == "Updating" { "Succeeded" } else { c.provisioning_state.as_str() };
+            match &report {
+                CaptureReport::Running { start_time, counters } => {
+                    let (p, b, d, f) = counters_i64(counters);
+                    if c.status == "NotStarted" {
+                        diesel::update(target)
+                            .set((
+                                packet_captures::status.eq("Running"),
+                                packet_captures::capture_start_time.eq(start_time),
+                                packet_captures::provisioning_state.eq(succeeded_if_updating),
+                            ))
+                            .execute(conn)
+                            .await?;
+                    }
+                    diesel::update(target)
+                        .set((
+                            packet_captures::packets.eq(p),
+                            packet_captures::bytes.eq(b),
+                            packet_captures::kernel_drops.eq(d),
+                            packet_captures::files.eq(f),
+                            packet_captures::updated_at.eq(now),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                CaptureReport::Stopped { stop_reason, counters } => {
+                    let (p, b, d, f) = counters_i64(counters);
+                    if active {
+                        let reason = match (stop_reason, &c.stop_requested_reason) {
+                            (StopReason::StoppedByUser, Some(requested)) => requested.clone(),
+                            (r, _) => r.as_str().to_string(),
+                        };
+                        diesel::update(target)
+                            .set((
+                                packet_captures::status.eq("Stopped"),
+                                packet_captures::stop_reason.eq(reason),
+                                packet_captures::stopped_at.eq(now),
+                                packet_captures::desired_running.eq(false),
+                                packet_captures::provisioning_state.eq(succeeded_if_updating),
+                            ))
+                            .execute(conn)
+                            .await?;
+                    }
+                    diesel::update(target)
+                        .set((
+                            packet_captures::packets.eq(p),
+                            packet_captures::bytes.eq(b),
+                            packet_captures::kernel_drops.eq(d),
+                            packet_captures::files.eq(f),
+                            packet_captures::updated_at.eq(now),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                CaptureReport::Failed { code, message, counters } => {
+                    let (p, b, d, f) = counters_i64(counters);
+                    if active {
+                        diesel::update(target)
+                            .set((
+                                packet_captures::status.eq("Error"),
+                                packet_captures::errors.eq(serde_json::json!([code.as_str()])),
+                                packet_captures::error_message.eq(message),
+                                packet_captures::stop_reason.eq(StopReason::CaptureError.as_str()),
+                                packet_captures::stopped_at.eq(now),
+                                packet_captures::desired_running.eq(false),
+                                packet_captures::provisioning_state.eq(
+                                    if c.provisioning_state == "Updating" { "Failed" } else { c.provisioning_state.as_str() },
+                                ),
+                            ))
+                            .execute(conn)
+                            .await?;
+                    }
+                    diesel::update(target)
+                        .set((
+                            packet_captures::packets.eq(p),
+                            packet_captures::bytes.eq(b),
+                            packet_captures::kernel_drops.eq(d),
+                            packet_captures::files.eq(f),
+                            packet_captures::updated_at.eq(now),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+            }
+            crate::sweeper::settle(conn, Some(c.id)).await?;
+            Ok(())
+            })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

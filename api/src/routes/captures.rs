@@ -1,0 +1,639 @@
+//! `Microsoft.Network/networkWatchers/{nw}/packetCaptures`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Uuid as SqlUuid};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::{check_scope, find_watcher, json_body, lro_response, next_link, skiptoken};
+use crate::arm::api_version::NetworkApiVersion;
+use crate::arm::ids::{self, ResourceId, validate_resource_name};
+use crate::arm::models::{
+    PacketCapture, PacketCaptureListResult, PacketCaptureParameters,
+    PacketCaptureQueryStatusResult, PacketCaptureResult, PacketCaptureResultProperties, etag,
+};
+use crate::arm::validate;
+use crate::db::models::{CaptureRow, NewCapture, NewOperation, WatcherRow};
+use crate::db::schema::{operations, packet_captures};
+use crate::error::{ApiError, ApiResult, CloudError};
+use crate::state::AppState;
+
+type CapturePath = web::Path<(String, String, String, String)>;
+
+pub fn to_model(c: &CaptureRow) -> PacketCaptureResult {
+    let parameters: PacketCaptureParameters = match serde_json::from_value(c.parameters.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            // Written by this server from the same type: cannot happen short of manual edits.
+            tracing::error!(capture = %c.id, error = %e, "stored parameters do not parse");
+            PacketCaptureParameters {
+                target: String::new(),
+                scope: None,
+                target_type: None,
+                bytes_to_capture_per_packet: None,
+                total_bytes_per_session: None,
+                time_limit_in_seconds: None,
+                storage_location: crate::arm::models::PacketCaptureStorageLocation {
+                    storage_id: None,
+                    storage_path: None,
+                    file_path: None,
+                    local_path: None,
+                },
+                filters: None,
+                continuous_capture: None,
+                capture_settings: None,
+            }
+        }
+    };
+    PacketCaptureResult {
+        name: c.name.clone(),
+        id: c.resource_id.clone(),
+        etag: etag(c.etag),
+        properties: PacketCaptureResultProperties {
+            parameters,
+            provisioning_state: if c.deleting {
+                "Deleting".to_string()
+            } else {
+                c.provisioning_state.clone()
+            },
+        },
+    }
+}
+
+pub fn status_model(c: &CaptureRow) -> PacketCaptureQueryStatusResult {
+    PacketCaptureQueryStatusResult {
+        name: c.name.clone(),
+        id: c.resource_id.clone(),
+        capture_start_time: c.capture_start_time,
+        packet_capture_status: c.status.clone(),
+        stop_reason: c.stop_reason.clone(),
+        packet_capture_error: serde_json::from_value(c.errors.clone()).unwrap_or_default(),
+        packets_captured: c.packets,
+        bytes_captured: c.bytes,
+        kernel_drops: c.kernel_drops,
+        capture_files: serde_json::from_value(c.files.clone()).unwrap_or_default(),
+        error_message: c.error_message.clone(),
+    }
+}
+
+/// The blob Azure stores a capture at, for a capture created now.
+fn storage_path(storage_id: &str, target: &ResourceId, now: chrono::DateTime<Utc>) -> String {
+    let account = ResourceId::parse(storage_id)
+        .map(|r| r.name().to_lowercase())
+        .unwrap_or_default();
+    format!(
+        "https://{account}.blob.core.windows.net/network-watcher-logs/subscriptions/{}/resourcegroups/{}/providers/microsoft.compute/virtualmachines/{}/{}/packetcapture_{}.cap",
+        target.subscription.to_lowercase(),
+        target.resource_group.to_lowercase(),
+        target.name().to_lowercase(),
+        now.format("%Y/%m/%d"),
+        now.format("%H_%M_%S_%3f"),
+    )
+}
+
+async fn find_capture(
+    conn: &mut AsyncPgConnection,
+    watcher: &WatcherRow,
+    name: &str,
+    lock: bool,
+) -> ApiResult<Option<CaptureRow>> {
+    let q = packet_captures::table
+        .filter(packet_captures::watcher_id.eq(watcher.id))
+        .filter(packet_captures::name_key.eq(ids::key(name)))
+        .select(CaptureRow::as_select());
+    let row = if lock {
+        q.for_update().first(conn).await.optional()?
+    } else {
+        q.first(conn).await.optional()?
+    };
+    Ok(row)
+}
+
+fn capture_not_found(watcher: &WatcherRow, name: &str) -> ApiError {
+    ApiError::resource_not_found(
+        &format!(
+            "Microsoft.Network/networkWatchers/{}/packetCaptures/{name}",
+            watcher.name
+        ),
+        &watcher.resource_group,
+    )
+}
+
+/// Parameters compared for an idempotent PUT: everything the client gave, not what the
+/// server derived.
+fn comparable(p: &serde_json::Value) -> serde_json::Value {
+    let mut p = p.clone();
+    if let Some(sl) = p.get_mut("storageLocation").and_then(|v| v.as_object_mut()) {
+        sl.remove("storagePath");
+    }
+    p
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+fn etag_matches(header_value: &str, current: &str) -> bool {
+    header_value.split(',').map(str::trim).any(|t| {
+        t == "*" || t == current || t.trim_start_matches("W/") == current.trim_start_matches("W/")
+    })
+}
+
+/// Create a packet capture (long-running: 201, then follow Azure-AsyncOperation).
+///
+/// A PUT of an existing capture with the same parameters answers 201 with the existing
+/// resource; different parameters answer 409 `PacketCaptureParametersConflict`.
+/// `If-None-Match: *` and `If-Match` are honoured (412 `PreconditionFailed`).
+#[utoipa::path(
+    tag = "PacketCaptures",
+    operation_id = "PacketCaptures_Create",
+    params(
+        ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
+        ("networkWatcherName" = String, Path), ("packetCaptureName" = String, Path),
+        ("api-version" = String, Query),
+        ("If-Match" = Option<String>, Header, description = "Only if the capture has this ETag"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: only if the capture does not exist"),
+    ),
+    request_body = PacketCapture,
+    responses(
+        (status = 201, description = "Created; provisioningState Updating until the agent started the capture", body = PacketCaptureResult,
+         headers(("Azure-AsyncOperation" = String), ("Location" = String), ("Retry-After" = i32))),
+        (status = 400, description = "Invalid parameters; `target` is the JSON path of the field", body = CloudError),
+        (status = 404, description = "No such network watcher", body = CloudError),
+        (status = 409, description = "Exists with other parameters", body = CloudError),
+        (status = 412, description = "Precondition failed", body = CloudError),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[put(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers/{networkWatcherName}/packetCaptures/{packetCaptureName}"
+)]
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: CapturePath,
+    v: NetworkApiVersion,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg, nw, name) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    validate_resource_name(&name, "packet capture")?;
+    let valid = validate::capture_body(&json_body(&body)?)?;
+    let if_match = header(&req, "If-Match").map(str::to_string);
+    let if_none_match = header(&req, "If-None-Match").map(str::to_string);
+
+    let now = Utc::now();
+    let mut params = valid.parameters.clone();
+    if let Some(id) = &params.storage_location.storage_id {
+        params.storage_location.storage_path = Some(storage_path(id, &valid.target, now));
+    }
+    let params_json = serde_json::to_value(&params).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            e.to_string(),
+        )
+    })?;
+    let deadline = now + state.timing.agent_wait;
+    let mut conn = state.conn().await?;
+    let (row, watcher, op_id) = conn
+        .transaction::<_, ApiError, _>(async move |conn| {
+                let watcher = find_watcher(conn, &sub, &rg, &nw).await?;
+                if watcher.provisioning_state == "Deleting" {
+                    return Err(ApiError::conflict(
+                        "AnotherOperationInProgress",
+                        format!("The network watcher '{}' is being deleted.", watcher.name),
+                    ));
+                }
+                let mut existing = find_capture(conn, &watcher, &name, true).await?;
+                if existing.is_none() {
+                    if if_match.is_some() {
+                        return Err(ApiError::new(
+                            StatusCode::PRECONDITION_FAILED,
+                            "PreconditionFailed",
+                            format!("The packet capture '{name}' does not exist, so If-Match cannot match."),
+                        ));
+                    }
+                    let id = Uuid::new_v4();
+                    let resource_id = format!("{}/packetCaptures/{name}", super::watchers::to_model(&watcher).id);
+                    let inserted = diesel::insert_into(packet_captures::table)
+                        .values(NewCapture {
+                            id,
+                            watcher_id: watcher.id,
+                            name: &name,
+                            name_key: ids::key(&name),
+                            resource_id: resource_id.clone(),
+                            parameters: params_json.clone(),
+                            machine_key: valid.machine_key.clone(),
+                            etag: Uuid::new_v4(),
+                            provisioning_state: "Updating",
+                            status: "NotStarted",
+                            time_limit_seconds: valid.time_limit_seconds as i32,
+                        })
+                        .on_conflict_do_nothing()
+                        .returning(CaptureRow::as_returning())
+                        .get_result(conn)
+                        .await
+                        .optional()?;
+                    match inserted {
+                        Some(row) => {
+                            let op_id = Uuid::new_v4();
+                            diesel::insert_into(operations::table)
+                                .values(NewOperation {
+                                    id: op_id,
+                                    subscription_key: ids::key(&watcher.subscription_id),
+                                    location: &watcher.location,
+                                    kind: "CreateCapture",
+                                    resource_id: &resource_id,
+                                    capture_id: Some(id),
+                                    watcher_id: Some(watcher.id),
+                                    status: "InProgress",
+                                    deadline,
+                                })
+                                .execute(conn)
+                                .await?;
+                            return Ok((row, watcher, op_id));
+                        }
+                        // A concurrent PUT of the same name won: treat this one as its retry.
+                        None => existing = find_capture(conn, &watcher, &name, true).await?,
+                    }
+                }
+                let Some(existing) = existing else {
+                    return Err(ApiError::conflict(
+                        "Conflict",
+                        format!("The packet capture '{name}' was deleted while it was being created; retry."),
+                    ));
+                };
+                let current = etag(existing.etag);
+                if if_none_match.as_deref().is_some_and(|h| etag_matches(h, &current)) {
+                    return Err(ApiError::new(
+                        StatusCode::PRECONDITION_FAILED,
+                        "PreconditionFailed",
+                        format!("The packet capture '{name}' already exists (If-None-Match)."),
+                    ));
+                }
+                if if_match.as_deref().is_some_and(|h| !etag_matches(h, &current)) {
+                    return Err(ApiError::new(
+                        StatusCode::PRECONDITION_FAILED,
+                        "PreconditionFailed",
+                        format!("The ETag of packet capture '{name}' is {current}, not the one in If-Match."),
+                    ));
+                }
+                if existing.deleting {
+                    return Err(ApiError::conflict(
+                        "AnotherOperationInProgress",
+                        format!("The packet capture '{name}' is being deleted; create it again once the delete completed."),
+                    ));
+                }
+                if comparable(&existing.parameters) != comparable(&params_json) {
+                    return Err(ApiError::conflict(
+                        "PacketCaptureParametersConflict",
+                        format!("A packet capture named '{name}' already exists with different parameters. Packet captures cannot be updated: delete it first, or use another name."),
+                    ));
+                }
+                let op_id: Uuid = operations::table
+                    .filter(operations::capture_id.eq(existing.id))
+                    .filter(operations::kind.eq("CreateCapture"))
+                    .select(operations::id)
+                    .first(conn)
+                    .await?;
+                Ok((existing, watcher, op_id))
+                    })
+        .await?;
+    state.metrics.captures_created.inc();
+    let model = to_model(&row);
+    Ok(lro_response(
+        StatusCode::CREATED,
+        &state.base_url(&req),
+        &watcher.subscription_id,
+        &watcher.location,
+        op_id,
+        &v.0,
+    )
+    .insert_header(("ETag", model.etag.clone()))
+    .json(model))
+}
+
+/// Get a packet capture.
+#[utoipa::path(
+    tag = "PacketCaptures",
+    operation_id = "PacketCaptures_Get",
+    params(
+        ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
+        ("networkWatcherName" = String, Path), ("packetCaptureName" = String, Path),
+        ("api-version" = String, Query),
+    ),
+    responses(
+        (status = 200, description = "The capture", body = PacketCaptureResult),
+        (status = 404, description = "No such capture or watcher", body = CloudError),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[get(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers/{networkWatcherName}/packetCaptures/{packetCaptureName}"
+)]
+pub async fn get_capture(
+    state: web::Data<AppState>,
+    path: CapturePath,
+    _v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg, nw, name) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    let mut conn = state.conn().await?;
+    let watcher = find_watcher(&mut conn, &sub, &rg, &nw).await?;
+    let c = find_capture(&mut conn, &watcher, &name, false)
+        .await?
+        .ok_or_else(|| capture_not_found(&watcher, &name))?;
+    let model = to_model(&c);
+    Ok(HttpResponse::Ok()
+        .insert_header(("ETag", model.etag.clone()))
+        .json(model))
+}
+
+/// List the packet captures of a network watcher (paged with nextLink).
+#[utoipa::path(
+    tag = "PacketCaptures",
+    operation_id = "PacketCaptures_List",
+    params(
+        ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
+        ("networkWatcherName" = String, Path), ("api-version" = String, Query),
+        ("$skiptoken" = Option<String>, Query, description = "Continuation from nextLink"),
+    ),
+    responses(
+        (status = 200, description = "A page of captures", body = PacketCaptureListResult),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[get(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers/{networkWatcherName}/packetCaptures"
+)]
+pub async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+    v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg, nw) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    let after = skiptoken(&req).unwrap_or_default();
+    let mut conn = state.conn().await?;
+    let watcher = find_watcher(&mut conn, &sub, &rg, &nw).await?;
+    let rows: Vec<(String, CaptureRow)> = packet_captures::table
+        .filter(packet_captures::watcher_id.eq(watcher.id))
+        .filter(packet_captures::name_key.gt(&after))
+        .order(packet_captures::name_key)
+        .limit(state.page_size + 1)
+        .select((packet_captures::name_key, CaptureRow::as_select()))
+        .load(&mut conn)
+        .await?;
+    let more = rows.len() as i64 > state.page_size;
+    let page: Vec<_> = rows.into_iter().take(state.page_size as usize).collect();
+    let next = match (more, page.last()) {
+        (true, Some((key, _))) => Some(next_link(&state.base_url(&req), req.path(), &v.0, key)),
+        _ => None,
+    };
+    Ok(HttpResponse::Ok().json(PacketCaptureListResult {
+        value: page.iter().map(|(_, c)| to_model(c)).collect(),
+        next_link: next,
+    }))
+}
+
+/// Query the status of a packet capture (answers 200 at once).
+#[utoipa::path(
+    tag = "PacketCaptures",
+    operation_id = "PacketCaptures_GetStatus",
+    params(
+        ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
+        ("networkWatcherName" = String, Path), ("packetCaptureName" = String, Path),
+        ("api-version" = String, Query),
+    ),
+    responses(
+        (status = 200, description = "The status", body = PacketCaptureQueryStatusResult),
+        (status = 404, description = "No such capture", body = CloudError),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[post(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers/{networkWatcherName}/packetCaptures/{packetCaptureName}/queryStatus"
+)]
+pub async fn query_status(
+    state: web::Data<AppState>,
+    path: CapturePath,
+    _v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg, nw, name) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    let mut conn = state.conn().await?;
+    let watcher = find_watcher(&mut conn, &sub, &rg, &nw).await?;
+    let c = find_capture(&mut conn, &watcher, &name, false)
+        .await?
+        .ok_or_else(|| capture_not_found(&watcher, &name))?;
+    Ok(HttpResponse::Ok().json(status_model(&c)))
+}
+
+/// Stop a packet capture. Idempotent: 200 when it is not running, 202 (follow Location) while
+/// the agent stops it.
+#[utoipa::path(
+    tag = "PacketCaptures",
+    operation_id = "PacketCaptures_Stop",
+    params(
+        ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
+        ("networkWatcherName" = String, Path), ("packetCaptureName" = String, Path),
+        ("api-version" = String, Query),
+    ),
+    responses(
+        (status = 200, description = "Not running (any more)"),
+        (status = 202, description = "Stopping; follow the Location header",
+         headers(("Azure-AsyncOperation" = String), ("Location" = String), ("Retry-After" = i32))),
+        (status = 404, description = "No such capture", body = CloudError),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[post(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers/{networkWatcherName}/packetCaptures/{packetCaptureName}/stop"
+)]
+pub async fn stop(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: CapturePath,
+    v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg, nw, name) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    let mut conn = state.conn().await?;
+    let deadline = Utc::now() + state.timing.stop_grace * 2;
+    let outcome = conn
+        .transaction::<_, ApiError, _>(async move |conn| {
+            let watcher = find_watcher(conn, &sub, &rg, &nw).await?;
+            let c = find_capture(conn, &watcher, &name, true)
+                .await?
+                .ok_or_else(|| capture_not_found(&watcher, &name))?;
+            match c.status.as_str() {
+                "Running" => {
+                    if c.desired_running {
+                        diesel::update(packet_captures::table.find(c.id))
+                            .set((
+                                packet_captures::desired_running.eq(false),
+                                packet_captures::stop_requested_at.eq(Utc::now()),
+                                packet_captures::stop_requested_reason.eq("StoppedByUser"),
+                                packet_captures::updated_at.eq(Utc::now()),
+                            ))
+                            .execute(conn)
+                            .await?;
+                    }
+                    let op_id = Uuid::new_v4();
+                    diesel::insert_into(operations::table)
+                        .values(NewOperation {
+                            id: op_id,
+                            subscription_key: ids::key(&watcher.subscription_id),
+                            location: &watcher.location,
+                            kind: "StopCapture",
+                            resource_id: &c.resource_id,
+                            capture_id: Some(c.id),
+                            watcher_id: Some(watcher.id),
+                            status: "InProgress",
+                            deadline,
+                        })
+                        .execute(conn)
+                        .await?;
+                    Ok(Some((watcher, op_id)))
+                }
+                "NotStarted" => {
+                    diesel::update(packet_captures::table.find(c.id))
+                        .set((
+                            packet_captures::status.eq("Stopped"),
+                            packet_captures::stop_reason.eq("StoppedByUser"),
+                            packet_captures::desired_running.eq(false),
+                            packet_captures::stopped_at.eq(Utc::now()),
+                            packet_captures::provisioning_state.eq(
+                                if c.provisioning_state == "Updating" {
+                                    "Canceled"
+                                } else {
+                                    c.provisioning_state.as_str()
+                                },
+                            ),
+                            packet_captures::updated_at.eq(Utc::now()),
+                        ))
+                        .execute(conn)
+                        .await?;
+                    crate::sweeper::settle(conn, Some(c.id)).await?;
+                    Ok(None)
+                }
+                _ => Ok(None),
+            }
+        })
+        .await?;
+    match outcome {
+        None => Ok(HttpResponse::Ok().finish()),
+        Some((watcher, op_id)) => Ok(lro_response(
+            StatusCode::ACCEPTED,
+            &state.base_url(&req),
+            &watcher.subscription_id,
+            &watcher.location,
+            op_id,
+            &v.0,
+        )
+        .finish()),
+    }
+}
+
+/// Delete a packet capture: a running capture is stopped first. Capture files are never deleted.
+#[utoipa::path(
+    tag = "PacketCaptures",
+    operation_id = "PacketCaptures_Delete",
+    params(
+        ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
+        ("networkWatcherName" = String, Path), ("packetCaptureName" = String, Path),
+        ("api-version" = String, Query),
+    ),
+    responses(
+        (status = 202, description = "Deleting; follow the Location header",
+         headers(("Azure-AsyncOperation" = String), ("Location" = String), ("Retry-After" = i32))),
+        (status = 204, description = "No such capture"),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[delete(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers/{networkWatcherName}/packetCaptures/{packetCaptureName}"
+)]
+pub async fn delete_capture(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: CapturePath,
+    v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg, nw, name) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    let mut conn = state.conn().await?;
+    let deadline = Utc::now() + state.timing.stop_grace * 2;
+    let outcome = conn
+        .transaction::<_, ApiError, _>(async move |conn| {
+            let watcher = match find_watcher(conn, &sub, &rg, &nw).await {
+                Ok(w) => w,
+                Err(e) => return Err(e),
+            };
+            let Some(c) = find_capture(conn, &watcher, &name, true).await? else {
+                return Ok(None);
+            };
+            stop_and_mark_deleting(conn, None, Some(c.id)).await?;
+            let op_id = Uuid::new_v4();
+            diesel::insert_into(operations::table)
+                .values(NewOperation {
+                    id: op_id,
+                    subscription_key: ids::key(&watcher.subscription_id),
+                    location: &watcher.location,
+                    kind: "DeleteCapture",
+                    resource_id: &c.resource_id,
+                    capture_id: Some(c.id),
+                    watcher_id: Some(watcher.id),
+                    status: "InProgress",
+                    deadline,
+                })
+                .execute(conn)
+                .await?;
+            crate::sweeper::settle(conn, Some(c.id)).await?;
+            Ok(Some((watcher, op_id)))
+        })
+        .await?;
+    match outcome {
+        None => Ok(HttpResponse::NoContent().finish()),
+        Some((watcher, op_id)) => Ok(lro_response(
+            StatusCode::ACCEPTED,
+            &state.base_url(&req),
+            &watcher.subscription_id,
+            &watcher.location,
+            op_id,
+            &v.0,
+        )
+        .finish()),
+    }
+}
+
+/// Marks captures (of a watcher, or one capture) as being deleted: running ones are asked to
+/// stop; ones that never started are stopped at once. [`crate::sweeper::settle`] removes each
+/// once it no longer runs.
+pub async fn stop_and_mark_deleting(
+    conn: &mut AsyncPgConnection,
+    watcher: Option<Uuid>,
+    capture: Option<Uuid>,
+) -> diesel::QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE packet_captures SET deleting = true, desired_running = false, updated_at = now(),
+             stop_requested_at = coalesce(stop_requested_at, now()),
+             stop_requested_reason = coalesce(stop_requested_reason, 'StoppedByUser'),
+             stop_reason = CASE WHEN status = 'NotStarted' THEN 'StoppedByUser' ELSE stop_reason END,
+             stopped_at = CASE WHEN status = 'NotStarted' THEN now() ELSE stopped_at END,
+             status = CASE WHEN status = 'NotStarted' THEN 'Stopped' ELSE status END
+         WHERE ($1::uuid IS NOT NULL AND watcher_id = $1) OR ($2::uuid IS NOT NULL AND id = $2)",
+    )
+    .bind::<Nullable<SqlUuid>, _>(watcher)
+    .bind::<Nullable<SqlUuid>, _>(capture)
+    .execute(conn)
+    .await
+}

@@ -1,0 +1,108 @@
+//! HTTP handlers, one module per resource.
+
+pub mod agents;
+pub mod captures;
+pub mod misc;
+pub mod operations;
+pub mod watchers;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::arm::ids;
+use crate::db::models::WatcherRow;
+use crate::db::schema::network_watchers;
+use crate::error::{ApiError, ApiResult};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Parses a JSON request body, answering ARM errors for what is not JSON.
+pub fn json_body(body: &web::Bytes) -> ApiResult<serde_json::Value> {
+    if body.is_empty() {
+        return Err(ApiError::invalid(
+            "InvalidRequestContent",
+            "body",
+            "The request body is required.",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(
+            "InvalidRequestContent",
+            "body",
+            format!("The request content was invalid and could not be deserialized: {e}"),
+        )
+    })
+}
+
+/// Path of a resource group: `{subscriptionId}/{resourceGroupName}`, validated.
+pub fn check_scope(subscription: &str, resource_group: Option<&str>) -> ApiResult<()> {
+    ids::validate_subscription(subscription)?;
+    if let Some(rg) = resource_group {
+        ids::validate_resource_group(rg)?;
+    }
+    Ok(())
+}
+
+pub fn watcher_identity(subscription: &str, rg: &str, name: &str) -> String {
+    ids::key(&format!("{subscription}/{rg}/{name}"))
+}
+
+/// The watcher `{sub}/{rg}/{name}` (any casing), or a 404 naming it.
+pub async fn find_watcher(
+    conn: &mut AsyncPgConnection,
+    subscription: &str,
+    rg: &str,
+    name: &str,
+) -> ApiResult<WatcherRow> {
+    network_watchers::table
+        .filter(network_watchers::identity_key.eq(watcher_identity(subscription, rg, name)))
+        .select(WatcherRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| {
+            ApiError::resource_not_found(&format!("Microsoft.Network/networkWatchers/{name}"), rg)
+        })
+}
+
+/// The headers of a long-running operation's 201/202: both monitors and a Retry-After.
+pub fn lro_response(
+    status: StatusCode,
+    base_url: &str,
+    subscription: &str,
+    location: &str,
+    operation_id: uuid::Uuid,
+    api_version: &str,
+) -> actix_web::HttpResponseBuilder {
+    let loc = ids::location_key(location);
+    let prefix = format!(
+        "{base_url}/subscriptions/{subscription}/providers/Microsoft.Network/locations/{loc}"
+    );
+    let mut resp = HttpResponse::build(status);
+    resp.insert_header((
+        "Azure-AsyncOperation",
+        format!("{prefix}/operations/{operation_id}?api-version={api_version}"),
+    ))
+    .insert_header((
+        "Location",
+        format!("{prefix}/operationResults/{operation_id}?api-version={api_version}"),
+    ))
+    .insert_header(("Retry-After", "1"));
+    resp
+}
+
+/// `nextLink` for keyset paging: the same URL with the last key seen as `$skiptoken`.
+pub fn next_link(base_url: &str, path: &str, api_version: &str, last_key: &str) -> String {
+    let token: String = url::form_urlencoded::byte_serialize(last_key.as_bytes()).collect();
+    format!("{base_url}{path}?api-version={api_version}&$skiptoken={token}")
+}
+
+/// The `$skiptoken` of a list request, if any.
+pub fn skiptoken(req: &actix_web::HttpRequest) -> Option<String> {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k.eq_ignore_ascii_case("$skiptoken"))
+        .map(|(_, v)| v.into_owned())
+}

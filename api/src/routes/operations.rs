@@ -1,0 +1,165 @@
+//! Long-running operation monitors, answered from the `operations` table (so they survive
+//! restarts and work on every replica).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use super::check_scope;
+use crate::arm::api_version::NetworkApiVersion;
+use crate::arm::ids;
+use crate::arm::models::{AsyncOperationResult, OperationError};
+use crate::db::models::{CaptureRow, OperationRow};
+use crate::db::schema::{operations, packet_captures};
+use crate::error::{ApiError, ApiResult, CloudError};
+use crate::state::AppState;
+
+type OpPath = web::Path<(String, String, String)>;
+
+async fn find_operation(
+    state: &AppState,
+    sub: &str,
+    location: &str,
+    id: &str,
+) -> ApiResult<OperationRow> {
+    check_scope(sub, None)?;
+    let not_found = || ApiError::not_found(format!("The operation '{id}' was not found."));
+    let id = Uuid::parse_str(id).map_err(|_| not_found())?;
+    let mut conn = state.conn().await?;
+    let op: OperationRow = operations::table
+        .find(id)
+        .select(OperationRow::as_select())
+        .first(&mut conn)
+        .await
+        .optional()?
+        .ok_or_else(not_found)?;
+    // Another subscription (or region) does not see the operation at all.
+    if op.subscription_key != ids::key(sub)
+        || ids::location_key(&op.location) != ids::location_key(location)
+    {
+        return Err(not_found());
+    }
+    Ok(op)
+}
+
+/// Azure-AsyncOperation monitor: always 200 with the operation's status.
+#[utoipa::path(
+    tag = "Operations",
+    operation_id = "Operations_GetAsyncStatus",
+    params(
+        ("subscriptionId" = String, Path), ("location" = String, Path),
+        ("operationId" = String, Path), ("api-version" = String, Query),
+    ),
+    responses(
+        (status = 200, description = "Status (Retry-After while InProgress)", body = AsyncOperationResult),
+        (status = 404, description = "No such operation", body = CloudError),
+    )
+)]
+#[get(
+    "/subscriptions/{subscriptionId}/providers/Microsoft.Network/locations/{location}/operations/{operationId}"
+)]
+pub async fn operation_status(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: OpPath,
+    _v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let (sub, location, id) = path.into_inner();
+    let op = find_operation(&state, &sub, &location, &id).await?;
+    let mut resp = HttpResponse::Ok();
+    if op.status == "InProgress" {
+        resp.insert_header(("Retry-After", "1"));
+    }
+    Ok(resp.json(AsyncOperationResult {
+        id: req.path().to_string(),
+        name: op.id.to_string(),
+        status: op.status.clone(),
+        start_time: op.created_at,
+        end_time: op.finished_at,
+        error: match (&op.error_code, &op.error_message) {
+            (Some(code), message) if op.status != "Succeeded" => Some(OperationError {
+                code: code.clone(),
+                message: message.clone().unwrap_or_default(),
+            }),
+            _ => None,
+        },
+    }))
+}
+
+/// Location monitor: 202 while in progress, then what the synchronous call would have answered
+/// (the capture for a create, 204 for a delete, 200 for a stop).
+#[utoipa::path(
+    tag = "Operations",
+    operation_id = "Operations_GetResult",
+    params(
+        ("subscriptionId" = String, Path), ("location" = String, Path),
+        ("operationId" = String, Path), ("api-version" = String, Query),
+    ),
+    responses(
+        (status = 200, description = "Done (create: the capture; stop: empty)"),
+        (status = 202, description = "In progress; poll again after Retry-After"),
+        (status = 204, description = "Delete done"),
+        (status = 404, description = "No such operation", body = CloudError),
+        (status = "default", description = "The operation failed", body = CloudError),
+    )
+)]
+#[get(
+    "/subscriptions/{subscriptionId}/providers/Microsoft.Network/locations/{location}/operationResults/{operationId}"
+)]
+pub async fn operation_result(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: OpPath,
+    _v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let (sub, location, id) = path.into_inner();
+    let op = find_operation(&state, &sub, &location, &id).await?;
+    if op.status == "InProgress" {
+        let url = format!("{}{}", state.base_url(&req), req.uri());
+        return Ok(HttpResponse::Accepted()
+            .insert_header(("Location", url))
+            .insert_header(("Retry-After", "1"))
+            .finish());
+    }
+    if op.status != "Succeeded" {
+        return Err(ApiError::Arm {
+            status: StatusCode::BAD_REQUEST,
+            code: if op.status == "Canceled" {
+                "OperationCanceled"
+            } else {
+                "OperationFailed"
+            },
+            message: format!(
+                "{}: {}",
+                op.error_code.clone().unwrap_or_else(|| op.status.clone()),
+                op.error_message.clone().unwrap_or_default()
+            ),
+            target: None,
+        });
+    }
+    match op.kind.as_str() {
+        "CreateCapture" => {
+            let mut conn = state.conn().await?;
+            let row: Option<CaptureRow> = match op.capture_id {
+                Some(cid) => packet_captures::table
+                    .find(cid)
+                    .select(CaptureRow::as_select())
+                    .first(&mut conn)
+                    .await
+                    .optional()?,
+                None => None,
+            };
+            match row {
+                Some(c) => Ok(HttpResponse::Ok().json(super::captures::to_model(&c))),
+                None => Err(ApiError::not_found(format!(
+                    "The resource '{}' of this operation no longer exists.",
+                    op.resource_id
+                ))),
+            }
+        }
+        "DeleteCapture" | "DeleteWatcher" => Ok(HttpResponse::NoContent().finish()),
+        _ => Ok(HttpResponse::Ok().finish()),
+    }
+}

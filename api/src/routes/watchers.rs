@@ -1,0 +1,450 @@
+//! `Microsoft.Network/networkWatchers`: one per subscription and region.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, put, web};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{
+    check_scope, find_watcher, json_body, lro_response, next_link, skiptoken, watcher_identity,
+};
+use crate::arm::api_version::NetworkApiVersion;
+use crate::arm::ids::{self, validate_resource_name};
+use crate::arm::models::{
+    NetworkWatcher, NetworkWatcherCreate, NetworkWatcherListResult, NetworkWatcherProperties,
+    TagsObject, WATCHER_TYPE, etag,
+};
+use crate::db::models::{NewOperation, NewWatcher, WatcherRow};
+use crate::db::schema::{network_watchers, operations};
+use crate::error::{ApiError, ApiResult, CloudError};
+use crate::state::AppState;
+
+pub fn to_model(w: &WatcherRow) -> NetworkWatcher {
+    let tags = serde_json::from_value(w.tags.clone()).unwrap_or_default();
+    NetworkWatcher {
+        id: format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkWatchers/{}",
+            w.subscription_id, w.resource_group, w.name
+        ),
+        name: w.name.clone(),
+        resource_type: WATCHER_TYPE.to_string(),
+        location: w.location.clone(),
+        tags,
+        etag: etag(w.etag),
+        properties: NetworkWatcherProperties {
+            provisioning_state: w.provisioning_state.clone(),
+        },
+    }
+}
+
+fn tags_of(obj: &serde_json::Map<String, Value>) -> ApiResult<Option<BTreeMap<String, String>>> {
+    match obj
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("tags"))
+        .map(|(_, v)| v)
+    {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => {
+            if m.len() > 50 {
+                return Err(ApiError::invalid(
+                    "InvalidTagsCount",
+                    "tags",
+                    "At most 50 tags are allowed.",
+                ));
+            }
+            m.iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) if k.len() <= 512 && s.len() <= 256 => {
+                        Ok((k.clone(), s.clone()))
+                    }
+                    Value::String(_) => Err(ApiError::invalid(
+                        "InvalidTagNameOrValue",
+                        &format!("tags.{k}"),
+                        "Tag names are at most 512 characters and tag values at most 256.",
+                    )),
+                    _ => Err(ApiError::invalid(
+                        "InvalidRequestFormat",
+                        &format!("tags.{k}"),
+                        "Tag values must be strings.",
+                    )),
+                })
+                .collect::<ApiResult<BTreeMap<_, _>>>()
+                .map(Some)
+        }
+        Some(_) => Err(ApiError::invalid(
+            "InvalidRequestFormat",
+            "tags",
+            "'tags' must be an object of strings.",
+        )),
+    }
+}
+
+/// Create or update a network watcher.
+#[utoipa::path(
+    tag = "NetworkWatchers",
+    operation_id = "NetworkWatchers_CreateOrUpdate",
+    params(
+        ("subscriptionId" = String, Path, description = "Subscription id (a GUID)"),
+        ("resourceGroupName" = String, Path, description = "Resource group"),
+        ("networkWatcherName" = String, Path, description = "Network watcher name"),
+        ("api-version" = String, Query, description = "2022-01-01 to 2026-03-01"),
+    ),
+    request_body = NetworkWatcherCreate,
+    responses(
+        (status = 200, description = "Updated", body = NetworkWatcher),
+        (status = 201, description = "Created", body = NetworkWatcher),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[put(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers/{networkWatcherName}"
+)]
+pub async fn create_or_update(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+    _v: NetworkApiVersion,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg, name) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    validate_resource_name(&name, "network watcher")?;
+    let body = json_body(&body)?;
+    let obj = body.as_object().ok_or_else(|| {
+        ApiError::invalid(
+            "InvalidRequestFormat",
+            "body",
+            "The body must be a JSON object.",
+        )
+    })?;
+    let location = match obj
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+        .map(|(_, v)| v)
+    {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => {
+            return Err(ApiError::invalid(
+                "LocationRequired",
+                "location",
+                "The location property is required for this definition.",
+            ));
+        }
+    };
+    let tags = tags_of(obj)?.unwrap_or_default();
+    let tags_json = serde_json::to_value(&tags).unwrap_or_default();
+
+    let mut conn = state.conn().await?;
+    let identity = watcher_identity(&sub, &rg, &name);
+    let (row, created) = conn
+        .transaction::<_, ApiError, _>(async move |conn| {
+                let existing: Option<WatcherRow> = network_watchers::table
+                    .filter(network_watchers::identity_key.eq(&identity))
+                    .select(WatcherRow::as_select())
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?;
+                if let Some(w) = existing {
+                    if ids::location_key(&w.location) != ids::location_key(&location) {
+                        return Err(ApiError::invalid(
+                            "InvalidResourceLocation",
+                            "location",
+                            format!("The resource '{name}' already exists in location '{}' in resource group '{rg}'. A resource with the same name cannot be created in location '{location}'.", w.location),
+                        ));
+                    }
+                    if w.provisioning_state == "Deleting" {
+                        return Err(ApiError::conflict(
+                            "AnotherOperationInProgress",
+                            format!("The network watcher '{name}' is being deleted."),
+                        ));
+                    }
+                    let row = diesel::update(network_watchers::table.find(w.id))
+                        .set((network_watchers::tags.eq(&tags_json), network_watchers::etag.eq(Uuid::new_v4())))
+                        .returning(WatcherRow::as_returning())
+                        .get_result(conn)
+                        .await?;
+                    return Ok((row, false));
+                }
+                let new = NewWatcher {
+                    id: Uuid::new_v4(),
+                    subscription_id: &sub,
+                    resource_group: &rg,
+                    name: &name,
+                    identity_key: identity.clone(),
+                    subscription_key: ids::key(&sub),
+                    location: &location,
+                    location_key: ids::location_key(&location),
+                    tags: tags_json.clone(),
+                    etag: Uuid::new_v4(),
+                    provisioning_state: "Succeeded",
+                };
+                let inserted = diesel::insert_into(network_watchers::table)
+                    .values(&new)
+                    .on_conflict_do_nothing()
+                    .returning(WatcherRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional()?;
+                match inserted {
+                    Some(row) => Ok((row, true)),
+                    None => Err(ApiError::bad_request(
+                        "NetworkWatcherCountLimitReached",
+                        format!("Cannot create more than 1 network watchers for this subscription in this region ('{location}'), or another request created '{name}' at the same time."),
+                    )),
+                }
+                    })
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(status).json(to_model(&row)))
+}
+
+/// Get a network watcher.
+#[utoipa::path(
+    tag = "NetworkWatchers",
+    operation_id = "NetworkWatchers_Get",
+    params(
+        ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
+        ("networkWatcherName" = String, Path), ("api-version" = String, Query),
+    ),
+    responses(
+        (status = 200, description = "The watcher", body = NetworkWatcher),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[get(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers/{networkWatcherName}"
+)]
+pub async fn get_watcher(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+    _v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg, name) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    let mut conn = state.conn().await?;
+    let w = find_watcher(&mut conn, &sub, &rg, &name).await?;
+    Ok(HttpResponse::Ok().json(to_model(&w)))
+}
+
+/// Update a network watcher's tags.
+#[utoipa::path(
+    tag = "NetworkWatchers",
+    operation_id = "NetworkWatchers_UpdateTags",
+    params(
+        ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
+        ("networkWatcherName" = String, Path), ("api-version" = String, Query),
+    ),
+    request_body = TagsObject,
+    responses(
+        (status = 200, description = "Updated", body = NetworkWatcher),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[patch(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers/{networkWatcherName}"
+)]
+pub async fn update_tags(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+    _v: NetworkApiVersion,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg, name) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    let body = json_body(&body)?;
+    let obj = body.as_object().ok_or_else(|| {
+        ApiError::invalid(
+            "InvalidRequestFormat",
+            "body",
+            "The body must be a JSON object.",
+        )
+    })?;
+    let tags = tags_of(obj)?.unwrap_or_default();
+    let mut conn = state.conn().await?;
+    let w = find_watcher(&mut conn, &sub, &rg, &name).await?;
+    let row = diesel::update(network_watchers::table.find(w.id))
+        .set((
+            network_watchers::tags.eq(serde_json::to_value(&tags).unwrap_or_default()),
+            network_watchers::etag.eq(Uuid::new_v4()),
+        ))
+        .returning(WatcherRow::as_returning())
+        .get_result(&mut conn)
+        .await?;
+    Ok(HttpResponse::Ok().json(to_model(&row)))
+}
+
+/// Delete a network watcher: its running captures are stopped, then it and its captures are
+/// removed (long-running).
+#[utoipa::path(
+    tag = "NetworkWatchers",
+    operation_id = "NetworkWatchers_Delete",
+    params(
+        ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
+        ("networkWatcherName" = String, Path), ("api-version" = String, Query),
+    ),
+    responses(
+        (status = 202, description = "Accepted; follow the Location header"),
+        (status = 204, description = "No such watcher"),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[delete(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers/{networkWatcherName}"
+)]
+pub async fn delete_watcher(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+    v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg, name) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    let mut conn = state.conn().await?;
+    let identity = watcher_identity(&sub, &rg, &name);
+    let op_id = Uuid::new_v4();
+    let deadline = chrono::Utc::now() + state.timing.stop_grace * 3;
+    let found = conn
+        .transaction::<_, ApiError, _>(async move |conn| {
+            let Some(w) = network_watchers::table
+                .filter(network_watchers::identity_key.eq(&identity))
+                .select(WatcherRow::as_select())
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            diesel::update(network_watchers::table.find(w.id))
+                .set(network_watchers::provisioning_state.eq("Deleting"))
+                .execute(conn)
+                .await?;
+            super::captures::stop_and_mark_deleting(conn, Some(w.id), None).await?;
+            diesel::insert_into(operations::table)
+                .values(NewOperation {
+                    id: op_id,
+                    subscription_key: ids::key(&w.subscription_id),
+                    location: &w.location,
+                    kind: "DeleteWatcher",
+                    resource_id: &to_model(&w).id,
+                    capture_id: None,
+                    watcher_id: Some(w.id),
+                    status: "InProgress",
+                    deadline,
+                })
+                .execute(conn)
+                .await?;
+            crate::sweeper::settle(conn, None).await?;
+            Ok(Some(w))
+        })
+        .await?;
+    match found {
+        None => Ok(HttpResponse::NoContent().finish()),
+        Some(w) => Ok(lro_response(
+            StatusCode::ACCEPTED,
+            &state.base_url(&req),
+            &w.subscription_id,
+            &w.location,
+            op_id,
+            &v.0,
+        )
+        .finish()),
+    }
+}
+
+/// List the network watchers of a resource group.
+#[utoipa::path(
+    tag = "NetworkWatchers",
+    operation_id = "NetworkWatchers_List",
+    params(
+        ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
+        ("api-version" = String, Query),
+        ("$skiptoken" = Option<String>, Query, description = "Continuation from nextLink"),
+    ),
+    responses(
+        (status = 200, description = "A page of watchers", body = NetworkWatcherListResult),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[get(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers"
+)]
+pub async fn list_in_group(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    let prefix = ids::key(&format!("{sub}/{rg}/"));
+    list(&req, &state, &v, prefix).await
+}
+
+/// List the network watchers of a subscription.
+#[utoipa::path(
+    tag = "NetworkWatchers",
+    operation_id = "NetworkWatchers_ListAll",
+    params(
+        ("subscriptionId" = String, Path), ("api-version" = String, Query),
+        ("$skiptoken" = Option<String>, Query, description = "Continuation from nextLink"),
+    ),
+    responses(
+        (status = 200, description = "A page of watchers", body = NetworkWatcherListResult),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[get("/subscriptions/{subscriptionId}/providers/Microsoft.Network/networkWatchers")]
+pub async fn list_in_subscription(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let sub = path.into_inner();
+    check_scope(&sub, None)?;
+    list(&req, &state, &v, ids::key(&format!("{sub}/"))).await
+}
+
+async fn list(
+    req: &HttpRequest,
+    state: &AppState,
+    v: &NetworkApiVersion,
+    prefix: String,
+) -> ApiResult<HttpResponse> {
+    let after = skiptoken(req).unwrap_or_default();
+    let mut conn = state.conn().await?;
+    let pattern = format!(
+        "{}%",
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let rows: Vec<(String, WatcherRow)> = network_watchers::table
+        .filter(network_watchers::identity_key.like(pattern))
+        .filter(network_watchers::identity_key.gt(&after))
+        .order(network_watchers::identity_key)
+        .limit(state.page_size + 1)
+        .select((network_watchers::identity_key, WatcherRow::as_select()))
+        .load(&mut conn)
+        .await?;
+    let more = rows.len() as i64 > state.page_size;
+    let page: Vec<_> = rows.into_iter().take(state.page_size as usize).collect();
+    let next = match (more, page.last()) {
+        (true, Some((key, _))) => Some(next_link(&state.base_url(req), req.path(), &v.0, key)),
+        _ => None,
+    };
+    Ok(HttpResponse::Ok().json(NetworkWatcherListResult {
+        value: page.iter().map(|(_, w)| to_model(w)).collect(),
+        next_link: next,
+    }))
+}

@@ -1,0 +1,183 @@
+//! Time-driven transitions and operation completion, run by every server replica.
+//!
+//! Each statement is one atomic, idempotent SQL statement, so replicas sweeping the same database
+//! at once cannot apply a transition twice. The same [`settle`] step also runs right after an
+//! agent's report, so operations complete without waiting for the next sweep.
+
+use std::time::Duration;
+
+use diesel::sql_types::{Double, Nullable, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::config::Timing;
+use crate::db::DbPool;
+
+/// How often each replica sweeps.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+pub async fn run(pool: DbPool, timing: Timing, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let mut conn = match pool.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "sweep skipped: database unavailable");
+                continue;
+            }
+        };
+        if let Err(e) = sweep(&mut conn, &timing).await {
+            tracing::warn!(error = %e, "sweep failed");
+        }
+    }
+}
+
+/// One pass of every time-driven transition, then [`settle`].
+pub async fn sweep(conn: &mut AsyncPgConnection, timing: &Timing) -> diesel::QueryResult<()> {
+    let lost = diesel::sql_query(
+        "WITH lost AS (
+             UPDATE machines SET lost = true
+             WHERE NOT lost AND last_seen_at < now() - make_interval(secs => $1)
+             RETURNING resource_key, resource_id)
+         UPDATE packet_captures c SET status = 'Error', errors = '[\"AgentStopped\"]',
+             stop_reason = 'AgentStopped', stopped_at = now(), updated_at = now(),
+             error_message = 'The capture agent of ' || lost.resource_id || ' stopped polling the server.',
+             provisioning_state = CASE WHEN c.provisioning_state = 'Updating' THEN 'Failed' ELSE c.provisioning_state END
+         FROM lost WHERE c.machine_key = lost.resource_key AND c.status = 'Running'",
+    )
+    .bind::<Double, _>(timing.agent_lost.as_secs_f64())
+    .execute(conn)
+    .await?;
+    if lost > 0 {
+        tracing::warn!(
+            captures = lost,
+            "captures ended because their agent was lost"
+        );
+    }
+
+    // The server's own safety net for the time limit, and for stops an agent never acknowledged.
+    diesel::sql_query(
+        "UPDATE packet_captures SET status = 'Stopped', stop_reason = 'TimeExceeded',
+             stopped_at = now(), desired_running = false, updated_at = now()
+         WHERE status = 'Running' AND capture_start_time + make_interval(secs => time_limit_seconds + $1) < now()",
+    )
+    .bind::<Double, _>(timing.stop_grace.as_secs_f64())
+    .execute(conn)
+    .await?;
+    diesel::sql_query(
+        "UPDATE packet_captures SET status = 'Stopped',
+             stop_reason = coalesce(stop_requested_reason, 'StoppedByUser'),
+             stopped_at = now(), updated_at = now()
+         WHERE status = 'Running' AND NOT desired_running AND stop_requested_at < now() - make_interval(secs => $1)",
+    )
+    .bind::<Double, _>(timing.stop_grace.as_secs_f64())
+    .execute(conn)
+    .await?;
+
+    // Create operations whose capture no agent started in time.
+    diesel::sql_query(
+        "WITH expired AS (
+             SELECT o.id AS op_id, c.id AS capture_id, c.parameters->>'target' AS target,
+                    EXISTS (SELECT 1 FROM machines m WHERE m.resource_key = c.machine_key AND NOT m.lost) AS has_agent
+             FROM operations o JOIN packet_captures c ON c.id = o.capture_id
+             WHERE o.kind = 'CreateCapture' AND o.status = 'InProgress' AND o.deadline < now()
+               AND c.status = 'NotStarted'
+             FOR UPDATE OF o SKIP LOCKED),
+         failed AS (
+             UPDATE packet_captures c SET provisioning_state = 'Failed', status = 'Error',
+                 errors = '[\"AgentStopped\"]', stop_reason = 'AgentStopped', stopped_at = now(), updated_at = now(),
+                 desired_running = false,
+                 error_message = CASE WHEN e.has_agent
+                     THEN 'The capture agent of ' || e.target || ' did not start the capture in time.'
+                     ELSE 'No capture agent is registered for the target ' || e.target
+                          || ': install and start capture-agent on that machine, then create the capture again.'
+                 END
+             FROM expired e WHERE c.id = e.capture_id AND c.status = 'NotStarted'
+             RETURNING c.id, c.error_message)
+         UPDATE operations o SET status = 'Failed', finished_at = now(),
+             error_code = CASE WHEN e.has_agent THEN 'CaptureStartTimeout' ELSE 'MachineNotRegistered' END,
+             error_message = failed.error_message
+         FROM expired e JOIN failed ON failed.id = e.capture_id
+         WHERE o.id = e.op_id",
+    )
+    .execute(conn)
+    .await?;
+
+    settle(conn, None).await
+}
+
+/// Finishes what the current state allows: removes deleted captures and watchers once nothing
+/// of theirs runs, and completes the operations waiting on them. `capture` limits the work to
+/// one capture (after an agent's report); `None` does everything.
+pub async fn settle(
+    conn: &mut AsyncPgConnection,
+    capture: Option<Uuid>,
+) -> diesel::QueryResult<()> {
+    diesel::sql_query(
+        "DELETE FROM packet_captures
+         WHERE deleting AND status <> 'Running' AND ($1::uuid IS NULL OR id = $1)",
+    )
+    .bind::<Nullable<SqlUuid>, _>(capture)
+    .execute(conn)
+    .await?;
+    diesel::sql_query(
+        "DELETE FROM network_watchers w
+         WHERE provisioning_state = 'Deleting'
+           AND NOT EXISTS (SELECT 1 FROM packet_captures c WHERE c.watcher_id = w.id AND c.status = 'Running')",
+    )
+    .execute(conn)
+    .await?;
+    // Create operations follow the capture's provisioning state.
+    diesel::sql_query(
+        "UPDATE operations o SET finished_at = now(),
+             status = CASE c.provisioning_state WHEN 'Succeeded' THEN 'Succeeded'
+                      WHEN 'Canceled' THEN 'Canceled' ELSE 'Failed' END,
+             error_code = CASE c.provisioning_state WHEN 'Succeeded' THEN NULL
+                          WHEN 'Canceled' THEN 'OperationCanceled'
+                          ELSE coalesce(c.errors->>0, 'InternalError') END,
+             error_message = CASE c.provisioning_state WHEN 'Succeeded' THEN NULL
+                             WHEN 'Canceled' THEN 'The capture was stopped or deleted before it started.'
+                             ELSE coalesce(c.error_message, 'The capture failed.') END
+         FROM packet_captures c
+         WHERE o.kind = 'CreateCapture' AND o.status = 'InProgress' AND o.capture_id = c.id
+           AND c.provisioning_state IN ('Succeeded', 'Failed', 'Canceled')
+           AND ($1::uuid IS NULL OR c.id = $1)",
+    )
+    .bind::<Nullable<SqlUuid>, _>(capture)
+    .execute(conn)
+    .await?;
+    diesel::sql_query(
+        "UPDATE operations o SET finished_at = now(), status = 'Canceled',
+             error_code = 'OperationCanceled', error_message = 'The capture was deleted before it started.'
+         WHERE o.kind = 'CreateCapture' AND o.status = 'InProgress'
+           AND ($1::uuid IS NULL OR o.capture_id = $1)
+           AND NOT EXISTS (SELECT 1 FROM packet_captures c WHERE c.id = o.capture_id)",
+    )
+    .bind::<Nullable<SqlUuid>, _>(capture)
+    .execute(conn)
+    .await?;
+    // Stop and delete operations end when their capture no longer runs (or no longer exists).
+    diesel::sql_query(
+        "UPDATE operations o SET finished_at = now(), status = 'Succeeded'
+         WHERE o.kind IN ('StopCapture', 'DeleteCapture') AND o.status = 'InProgress'
+           AND ($1::uuid IS NULL OR o.capture_id = $1)
+           AND NOT EXISTS (SELECT 1 FROM packet_captures c WHERE c.id = o.capture_id
+                           AND (c.status = 'Running' OR (o.kind = 'DeleteCapture')))",
+    )
+    .bind::<Nullable<SqlUuid>, _>(capture)
+    .execute(conn)
+    .await?;
+    diesel::sql_query(
+        "UPDATE operations o SET finished_at = now(), status = 'Succeeded'
+         WHERE o.kind = 'DeleteWatcher' AND o.status = 'InProgress'
+           AND NOT EXISTS (SELECT 1 FROM network_watchers w WHERE w.id = o.watcher_id)",
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
