@@ -48,13 +48,12 @@ pub fn canonical_path(path: &str) -> Option<String> {
     let mut out: Vec<String> = segs.iter().map(|s| s.to_string()).collect();
     let mut changed = false;
     for &i in literal_positions {
-        if let Some(seg) = out.get_mut(i) {
-            if let Some(canon) = LITERALS.iter().find(|l| l.eq_ignore_ascii_case(seg)) {
-                if seg != canon {
-                    *seg = canon.to_string();
-                    changed = true;
-                }
-            }
+        if let Some(seg) = out.get_mut(i)
+            && let Some(canon) = LITERALS.iter().find(|l| l.eq_ignore_ascii_case(seg))
+            && seg != canon
+        {
+            *seg = canon.to_string();
+            changed = true;
         }
     }
     changed.then(|| out.join("/"))

@@ -1,1 +1,84 @@
+//! Test harness: a throwaway PostgreSQL cluster per test process (per-test databases cloned from
+//! a migrated template), the real `capture-api` binary on a random port, HTTP helpers, and a
+//! scripted agent built on the `agent-client` library.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod agent;
+pub mod http;
+pub mod postgres;
+pub mod server;
+
+pub use agent::ScriptedAgent;
+pub use http::Api;
+pub use postgres::TestDb;
+pub use server::{ServerOptions, TestServer};
+
+/// `target/debug` (or wherever this test binary was built).
+pub fn bin_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/e2e-xxxx -> target/debug
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary, which the test command builds before the tests run.
+pub fn bin(name: &str) -> std::path::PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
+
+/// The workspace root.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A fresh subscription id, so that tests sharing a database never see each other.
+pub fn new_subscription() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub fn vm_id(subscription: &str, rg: &str, vm: &str) -> String {
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}"
+    )
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -29,7 +29,7 @@ impl ResourceId {
     pub fn parse(id: &str) -> Option<ResourceId> {
         let rest = id.strip_prefix('/')?;
         let segs: Vec<&str> = rest.split('/').collect();
-        if segs.len() < 8 || segs.len() % 2 != 0 || segs.iter().any(|s| s.is_empty()) {
+        if segs.len() < 8 || !segs.len().is_multiple_of(2) || segs.iter().any(|s| s.is_empty()) {
             return None;
         }
         if !segs[0].eq_ignore_ascii_case("subscriptions")

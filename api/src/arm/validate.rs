@@ -465,7 +465,7 @@ pub fn parse_filter_value<T: PartialOrd + Copy>(
     if s.contains(';') {
         let parts: Vec<&str> = s.split(';').map(str::trim).collect();
         let parts: Vec<&str> = match parts.split_last() {
-            Some((last, rest)) if last.is_empty() => rest.to_vec(),
+            Some((&"", rest)) => rest.to_vec(),
             _ => parts,
         };
         if parts.iter().any(|p| p.contains('-') && !p.contains(':')) {
@@ -502,13 +502,13 @@ pub fn ip_value(s: &str, target: &str) -> Result<FilterValue<IpAddr>> {
     let v = parse_filter_value(s, |p| p.parse::<IpAddr>().ok()).map_err(|e| {
         invalid(target, format!("'{s}' is not a valid IP address filter ({e}): use a single address \"10.0.0.4\", a range \"10.0.0.1-10.0.0.255\" or a list \"10.0.0.4;10.0.0.5\"."))
     })?;
-    if let FilterValue::Range(a, b) = v {
-        if a.is_ipv4() != b.is_ipv4() {
-            return Err(invalid(
-                target,
-                format!("The range '{s}' mixes IPv4 and IPv6 addresses."),
-            ));
-        }
+    if let FilterValue::Range(a, b) = v
+        && a.is_ipv4() != b.is_ipv4()
+    {
+        return Err(invalid(
+            target,
+            format!("The range '{s}' mixes IPv4 and IPv6 addresses."),
+        ));
     }
     Ok(v)
 }

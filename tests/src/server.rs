@@ -1,0 +1,167 @@
+//! The real `capture-api` binary, started on a random port.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// None = the embedded default (with `data_dir`).
+    pub database_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub agent_wait_seconds: u64,
+    pub agent_lost_seconds: u64,
+    pub stop_grace_seconds: u64,
+    pub page_size: u64,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub extra: Vec<String>,
+}
+
+impl ServerOptions {
+    pub fn new(database_url: &str) -> Self {
+        ServerOptions {
+            database_url: Some(database_url.to_string()),
+            data_dir: None,
+            agent_wait_seconds: 10,
+            agent_lost_seconds: 30,
+            stop_grace_seconds: 5,
+            page_size: 100,
+            tls: None,
+            extra: vec![],
+        }
+    }
+}
+
+pub struct TestServer {
+    pub url: String,
+    pub options: ServerOptions,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl TestServer {
+    pub async fn start(options: ServerOptions) -> TestServer {
+        let opts = options.clone();
+        tokio::task::spawn_blocking(move || Self::start_blocking(opts))
+            .await
+            .expect("start server")
+    }
+
+    fn start_blocking(options: ServerOptions) -> TestServer {
+        let log =
+            std::env::temp_dir().join(format!("capture-api-{}.log", uuid::Uuid::new_v4().simple()));
+        let mut cmd = Command::new("setpriv");
+        cmd.arg("--pdeathsig=KILL")
+            .arg(crate::bin("capture-api"))
+            .arg("serve");
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        if let Some(url) = &options.database_url {
+            cmd.args(["--database-url", url]);
+        }
+        if let Some(dir) = &options.data_dir {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        cmd.args([
+            "--agent-wait-seconds",
+            &options.agent_wait_seconds.to_string(),
+        ])
+        .args([
+            "--agent-lost-seconds",
+            &options.agent_lost_seconds.to_string(),
+        ])
+        .args([
+            "--stop-grace-seconds",
+            &options.stop_grace_seconds.to_string(),
+        ])
+        .args(["--page-size", &options.page_size.to_string()])
+        .args(["--workers", "2"])
+        .args(&options.extra);
+        if let Some((cert, key)) = &options.tls {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        cmd.env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        let mut child = cmd.spawn().expect("spawn capture-api");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(url) = line.strip_prefix("capture-api listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "capture-api did not start; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        TestServer {
+            url,
+            options,
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited successfully.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the same server again (same options; a new port).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let fresh = TestServer::start(self.options.clone()).await;
+        *self = fresh;
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,102 @@
+//! End-to-end tests: the real server binary over a real PostgreSQL, driven over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod e2e {
+    pub mod agents;
+    pub mod durability;
+    pub mod lifecycle;
+    pub mod sdk;
+    pub mod semantics;
+    pub mod server_ops;
+    pub mod validation;
+}
+
+use e2e_tests::http::{capture_path, watcher_path, with_version};
+use e2e_tests::{Api, ServerOptions, TestDb, TestServer};
+use serde_json::{Value, json};
+
+/// One test's world: its own database, a server on it, and a fresh subscription.
+pub struct Ctx {
+    pub db: TestDb,
+    pub server: TestServer,
+    pub api: Api,
+    pub sub: String,
+}
+
+impl Ctx {
+    pub async fn new() -> Ctx {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(configure: impl FnOnce(&mut ServerOptions)) -> Ctx {
+        let db = TestDb::new().await;
+        let mut opts = ServerOptions::new(&db.url);
+        configure(&mut opts);
+        let server = TestServer::start(opts).await;
+        let api = Api::new(&server.url);
+        Ctx {
+            db,
+            server,
+            api,
+            sub: e2e_tests::new_subscription(),
+        }
+    }
+
+    pub fn watcher(&self, nw: &str) -> String {
+        with_version(&watcher_path(&self.sub, "rg1", nw))
+    }
+
+    pub fn capture(&self, nw: &str, pc: &str) -> String {
+        with_version(&capture_path(&self.sub, "rg1", nw, pc))
+    }
+
+    pub fn captures(&self, nw: &str) -> String {
+        with_version(&format!(
+            "{}/packetCaptures",
+            watcher_path(&self.sub, "rg1", nw)
+        ))
+    }
+
+    pub fn capture_action(&self, nw: &str, pc: &str, action: &str) -> String {
+        with_version(&format!(
+            "{}/{action}",
+            capture_path(&self.sub, "rg1", nw, pc)
+        ))
+    }
+
+    pub fn vm(&self, vm: &str) -> String {
+        e2e_tests::vm_id(&self.sub, "rg1", vm)
+    }
+
+    pub async fn create_watcher(&self, nw: &str) -> Value {
+        let r = self
+            .api
+            .put(&self.watcher(nw), &json!({"location": "eastus"}))
+            .await;
+        assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+        r.body
+    }
+
+    pub fn capture_body(&self, vm: &str) -> Value {
+        json!({"properties": {
+            "target": self.vm(vm),
+            "storageLocation": {"filePath": "/var/captures/test.cap"},
+            "timeLimitInSeconds": 600,
+            "filters": [{"protocol": "UDP", "localIPAddress": "127.0.0.1", "localPort": "9999"}]
+        }})
+    }
+}
+
+/// The capture id the agent protocol uses, read from the database by ARM id.
+pub async fn capture_id(ctx: &Ctx, nw: &str, pc: &str) -> uuid::Uuid {
+    let client = ctx.db.client().await;
+    let id = capture_path(&ctx.sub, "rg1", nw, pc);
+    let row = client
+        .query_one(
+            "SELECT id FROM packet_captures WHERE lower(resource_id) = lower($1)",
+            &[&id],
+        )
+        .await
+        .expect("capture row");
+    row.get(0)
+}

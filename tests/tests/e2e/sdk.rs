@@ -1,0 +1,93 @@
+//! The unchanged Python SDK `azure-mgmt-network` drives the whole lifecycle over HTTPS with a
+//! self-signed certificate, against the real server and a scripted agent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e_tests::{Api, ScriptedAgent, ServerOptions, TestDb, TestServer};
+
+fn python() -> std::path::PathBuf {
+    let venv = e2e_tests::workspace_root().join("tests/python/.venv/bin/python");
+    std::env::var_os("CAPTURE_TEST_PYTHON")
+        .map(Into::into)
+        .unwrap_or(venv)
+}
+
+#[tokio::test]
+async fn python_sdk_full_lifecycle_over_https() {
+    let py = python();
+    assert!(
+        py.exists(),
+        "{} is missing: the test command creates the SDK venv (see README)",
+        py.display()
+    );
+    // A self-signed certificate for 127.0.0.1.
+    let dir = std::env::temp_dir().join(format!("capture-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+
+    let db = TestDb::new().await;
+    let mut opts = ServerOptions::new(&db.url);
+    opts.tls = Some((cert_path.clone(), key_path.clone()));
+    let server = TestServer::start(opts).await;
+    assert!(server.url.starts_with("https://"));
+
+    let sub = e2e_tests::new_subscription();
+    let vm = e2e_tests::vm_id(&sub, "rg-sdk", "vm-sdk");
+    let mut child = tokio::process::Command::new(&py)
+        .arg(e2e_tests::workspace_root().join("tests/python/sdk_lifecycle.py"))
+        .env("CAPTURE_API_URL", &server.url)
+        .env("CAPTURE_API_CA", &cert_path)
+        .env("SUBSCRIPTION_ID", &sub)
+        .env("RESOURCE_GROUP", "rg-sdk")
+        .env("LOCATION", "eastus")
+        .env("TARGET_VM_ID", &vm)
+        .env("SDK_TIMEOUT", "120")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // The agent registers once the SDK created its watcher (otherwise the server would create
+    // the region's default watcher for the machine first).
+    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([root])
+        .build()
+        .unwrap();
+    let api = Api {
+        base: server.url.clone(),
+        http: http.clone(),
+    };
+    let watcher = format!(
+        "/subscriptions/{sub}/resourceGroups/rg-sdk/providers/Microsoft.Network/networkWatchers/nw-sdk?api-version=2026-03-01"
+    );
+    e2e_tests::eventually("the SDK's watcher", Duration::from_secs(60), || {
+        let api = api.clone();
+        let w = watcher.clone();
+        async move { (api.get(&w).await.status.as_u16() == 200).then_some(()) }
+    })
+    .await;
+    let agent = Arc::new(ScriptedAgent::register_with(&server.url, &vm, "eastus", http).await);
+    let (handle, started) = agent.run_auto();
+
+    let status = tokio::time::timeout(Duration::from_secs(150), child.wait())
+        .await
+        .expect("the SDK script finished in time")
+        .unwrap();
+    handle.abort();
+    assert!(
+        status.success(),
+        "the Python SDK lifecycle failed (see its output above)"
+    );
+    assert_eq!(
+        started.lock().unwrap().len(),
+        1,
+        "the agent ran exactly the SDK's capture"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
