@@ -35,6 +35,9 @@ impl EmbeddedPostgres {
         } else {
             None
         };
+        if run_as.is_some() {
+            allow_traversal(data_dir)?;
+        }
         restrict(&root, run_as)?;
         let pg = EmbeddedPostgres {
             bin_dir,
@@ -218,6 +221,26 @@ fn postgres_user() -> Result<(u32, u32), StartupError> {
                     .to_string(),
             )
         })
+}
+
+/// PostgreSQL runs as another user than ours: it must be able to pass through the data folder
+/// (only `x`, not read: it sees nothing but its own folder inside).
+fn allow_traversal(data_dir: &Path) -> Result<(), StartupError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(data_dir)
+        .map_err(|e| StartupError(format!("cannot read {}: {e}", data_dir.display())))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o001 == 0 {
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(mode | 0o011)).map_err(
+            |e| {
+                StartupError(format!(
+                    "cannot set permissions of {}: {e}",
+                    data_dir.display()
+                ))
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// The cluster folder belongs to the user PostgreSQL runs as, and to nobody else.

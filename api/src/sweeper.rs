@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use diesel::sql_types::{Double, Nullable, Uuid as SqlUuid};
+use diesel::sql_types::{Double, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -113,27 +113,16 @@ pub async fn sweep(conn: &mut AsyncPgConnection, timing: &Timing) -> diesel::Que
 
 /// Finishes what the current state allows: removes deleted captures and watchers once nothing
 /// of theirs runs, and completes the operations waiting on them. `capture` limits the work to
-/// one capture (after an agent's report); `None` does everything.
+/// one capture (after an agent's report or an API call); `None` does everything.
 pub async fn settle(
     conn: &mut AsyncPgConnection,
     capture: Option<Uuid>,
 ) -> diesel::QueryResult<()> {
-    diesel::sql_query(
-        "DELETE FROM packet_captures
-         WHERE deleting AND status <> 'Running' AND ($1::uuid IS NULL OR id = $1)",
-    )
-    .bind::<Nullable<SqlUuid>, _>(capture)
-    .execute(conn)
-    .await?;
-    diesel::sql_query(
-        "DELETE FROM network_watchers w
-         WHERE provisioning_state = 'Deleting'
-           AND NOT EXISTS (SELECT 1 FROM packet_captures c WHERE c.watcher_id = w.id AND c.status = 'Running')",
-    )
-    .execute(conn)
-    .await?;
-    // Create operations follow the capture's provisioning state.
-    diesel::sql_query(
+    // `{capture}` is the filter on a capture id column: `= $1` for one capture (so that the
+    // indexes are used), `IS NOT NULL` for all.
+    const STATEMENTS: &[&str] = &[
+        "DELETE FROM packet_captures WHERE deleting AND status <> 'Running' AND id {capture}",
+        // Create operations follow the capture's provisioning state.
         "UPDATE operations o SET finished_at = now(),
              status = CASE c.provisioning_state WHEN 'Succeeded' THEN 'Succeeded'
                       WHEN 'Canceled' THEN 'Canceled' ELSE 'Failed' END,
@@ -145,31 +134,38 @@ pub async fn settle(
                              ELSE coalesce(c.error_message, 'The capture failed.') END
          FROM packet_captures c
          WHERE o.kind = 'CreateCapture' AND o.status = 'InProgress' AND o.capture_id = c.id
-           AND c.provisioning_state IN ('Succeeded', 'Failed', 'Canceled')
-           AND ($1::uuid IS NULL OR c.id = $1)",
-    )
-    .bind::<Nullable<SqlUuid>, _>(capture)
-    .execute(conn)
-    .await?;
-    diesel::sql_query(
+           AND c.provisioning_state IN ('Succeeded', 'Failed', 'Canceled') AND o.capture_id {capture}",
         "UPDATE operations o SET finished_at = now(), status = 'Canceled',
              error_code = 'OperationCanceled', error_message = 'The capture was deleted before it started.'
-         WHERE o.kind = 'CreateCapture' AND o.status = 'InProgress'
-           AND ($1::uuid IS NULL OR o.capture_id = $1)
+         WHERE o.kind = 'CreateCapture' AND o.status = 'InProgress' AND o.capture_id {capture}
            AND NOT EXISTS (SELECT 1 FROM packet_captures c WHERE c.id = o.capture_id)",
-    )
-    .bind::<Nullable<SqlUuid>, _>(capture)
-    .execute(conn)
-    .await?;
-    // Stop and delete operations end when their capture no longer runs (or no longer exists).
-    diesel::sql_query(
+        // Stop and delete operations end when their capture no longer runs (or no longer exists).
         "UPDATE operations o SET finished_at = now(), status = 'Succeeded'
          WHERE o.kind IN ('StopCapture', 'DeleteCapture') AND o.status = 'InProgress'
-           AND ($1::uuid IS NULL OR o.capture_id = $1)
+           AND o.capture_id {capture}
            AND NOT EXISTS (SELECT 1 FROM packet_captures c WHERE c.id = o.capture_id
-                           AND (c.status = 'Running' OR (o.kind = 'DeleteCapture')))",
+                           AND (c.status = 'Running' OR o.kind = 'DeleteCapture'))",
+    ];
+    for statement in STATEMENTS {
+        match capture {
+            Some(id) => {
+                diesel::sql_query(statement.replace("{capture}", "= $1"))
+                    .bind::<SqlUuid, _>(id)
+                    .execute(conn)
+                    .await?
+            }
+            None => {
+                diesel::sql_query(statement.replace("{capture}", "IS NOT NULL"))
+                    .execute(conn)
+                    .await?
+            }
+        };
+    }
+    diesel::sql_query(
+        "DELETE FROM network_watchers w
+         WHERE provisioning_state = 'Deleting'
+           AND NOT EXISTS (SELECT 1 FROM packet_captures c WHERE c.watcher_id = w.id AND c.status = 'Running')",
     )
-    .bind::<Nullable<SqlUuid>, _>(capture)
     .execute(conn)
     .await?;
     diesel::sql_query(

@@ -110,6 +110,29 @@ impl Api {
         self.request(Method::DELETE, path, None).await
     }
 
+    /// Polls `url` with GET until it answers `status` (e.g. a Location monitor's final 204).
+    pub async fn wait_http_status(
+        &self,
+        url: &str,
+        status: u16,
+        timeout: std::time::Duration,
+    ) -> Response {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let r = self.get(url).await;
+            if r.status.as_u16() == status {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{url} never answered {status}; last: {} {}",
+                r.status,
+                r.text
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Follows an Azure-AsyncOperation URL until the operation leaves InProgress.
     pub async fn wait_operation(&self, url: &str, timeout: std::time::Duration) -> Value {
         let deadline = std::time::Instant::now() + timeout;

@@ -77,6 +77,24 @@ impl Ctx {
         r.body
     }
 
+    /// Polls queryStatus until the capture's status is `want`; returns the status body.
+    pub async fn wait_capture_status(&self, nw: &str, pc: &str, want: &str) -> Value {
+        let url = self.capture_action(nw, pc, "queryStatus");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let s = self.api.post(&url).await;
+            if s.body["packetCaptureStatus"] == want {
+                return s.body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "capture {pc} never became {want}: {}",
+                s.text
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn capture_body(&self, vm: &str) -> Value {
         json!({"properties": {
             "target": self.vm(vm),

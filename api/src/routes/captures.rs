@@ -94,6 +94,33 @@ fn storage_path(storage_id: &str, target: &ResourceId, now: chrono::DateTime<Utc
     )
 }
 
+/// The capture `{nw}/{name}` and its watcher, in one round trip; a 404 names what is missing.
+async fn find_watcher_and_capture(
+    conn: &mut AsyncPgConnection,
+    subscription: &str,
+    rg: &str,
+    nw: &str,
+    name: &str,
+) -> ApiResult<CaptureRow> {
+    use crate::db::schema::network_watchers;
+    let row: Option<CaptureRow> = packet_captures::table
+        .inner_join(network_watchers::table)
+        .filter(network_watchers::identity_key.eq(super::watcher_identity(subscription, rg, nw)))
+        .filter(packet_captures::name_key.eq(ids::key(name)))
+        .select(CaptureRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    match row {
+        Some(c) => Ok(c),
+        // Tell apart a missing watcher from a missing capture.
+        None => {
+            let watcher = find_watcher(conn, subscription, rg, nw).await?;
+            Err(capture_not_found(&watcher, name))
+        }
+    }
+}
+
 async fn find_capture(
     conn: &mut AsyncPgConnection,
     watcher: &WatcherRow,
@@ -346,10 +373,7 @@ pub async fn get_capture(
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     let mut conn = state.conn().await?;
-    let watcher = find_watcher(&mut conn, &sub, &rg, &nw).await?;
-    let c = find_capture(&mut conn, &watcher, &name, false)
-        .await?
-        .ok_or_else(|| capture_not_found(&watcher, &name))?;
+    let c = find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?;
     let model = to_model(&c);
     Ok(HttpResponse::Ok()
         .insert_header(("ETag", model.etag.clone()))
@@ -430,10 +454,7 @@ pub async fn query_status(
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     let mut conn = state.conn().await?;
-    let watcher = find_watcher(&mut conn, &sub, &rg, &nw).await?;
-    let c = find_capture(&mut conn, &watcher, &name, false)
-        .await?
-        .ok_or_else(|| capture_not_found(&watcher, &name))?;
+    let c = find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?;
     Ok(HttpResponse::Ok().json(status_model(&c)))
 }
 

@@ -56,15 +56,7 @@ async fn lost_agent_ends_its_running_captures() {
     agent.wait_for(id, DesiredState::Running).await;
     agent.report_running(id, 1).await;
     // The agent stops polling: within the bound (plus a sweep) the capture ends.
-    let status = e2e_tests::eventually("AgentStopped", Duration::from_secs(10), || {
-        let api = ctx.api.clone();
-        let url = ctx.capture_action("nw1", "pc1", "queryStatus");
-        async move {
-            let s = api.post(&url).await;
-            (s.body["packetCaptureStatus"] == "Error").then_some(s.body)
-        }
-    })
-    .await;
+    let status = ctx.wait_capture_status("nw1", "pc1", "Error").await;
     assert_eq!(
         status["packetCaptureError"],
         serde_json::json!(["AgentStopped"])
@@ -84,15 +76,7 @@ async fn server_enforces_the_time_limit_as_a_safety_net() {
     agent.wait_for(id, DesiredState::Running).await;
     agent.report_running(id, 1).await;
     // The agent never stops it; the server does, with TimeExceeded, and tells the agent.
-    let s = e2e_tests::eventually("TimeExceeded", Duration::from_secs(10), || {
-        let api = ctx.api.clone();
-        let url = ctx.capture_action("nw1", "pc1", "queryStatus");
-        async move {
-            let s = api.post(&url).await;
-            (s.body["packetCaptureStatus"] == "Stopped").then_some(s.body)
-        }
-    })
-    .await;
+    let s = ctx.wait_capture_status("nw1", "pc1", "Stopped").await;
     assert_eq!(s["stopReason"], "TimeExceeded");
     let a = agent.poll(None, Duration::from_secs(1)).await;
     assert!(a.captures.iter().all(|c| c.capture_id != id));

@@ -59,12 +59,8 @@ async fn sigkill_mid_operation_then_restart_completes_it() {
     .await;
     // Re-registering without the capture ends it (the old agent process is gone).
     let _ = agent;
-    e2e_tests::eventually("stop completes", Duration::from_secs(10), || {
-        let api = api.clone();
-        let loc = stop_loc.clone();
-        async move { (api.get(&loc).await.status.as_u16() == 200).then_some(()) }
-    })
-    .await;
+    api.wait_http_status(&stop_loc, 200, Duration::from_secs(10))
+        .await;
     let s = api
         .post(&ctx.capture_action("nw1", "pc1", "queryStatus"))
         .await;
@@ -159,14 +155,6 @@ async fn database_outage_answers_503_then_recovers_without_restart() {
     assert_eq!(api.get("/healthz").await.status.as_u16(), 200);
 
     proxy.restore();
-    let g = e2e_tests::eventually("recovery", Duration::from_secs(20), || {
-        let api = api.clone();
-        let w = w.clone();
-        async move {
-            let r = api.get(&w).await;
-            (r.status.as_u16() == 200).then_some(r.body)
-        }
-    })
-    .await;
-    assert_eq!(g["name"], "nw1");
+    let g = api.wait_http_status(&w, 200, Duration::from_secs(20)).await;
+    assert_eq!(g.body["name"], "nw1");
 }

@@ -114,12 +114,9 @@ async fn full_lifecycle_with_scripted_agent() {
     let d = ctx.api.delete(&ctx.capture("nw1", "pc1")).await;
     assert_eq!(d.status.as_u16(), 202);
     let loc = d.header("location").unwrap();
-    e2e_tests::eventually("delete monitor 204", Duration::from_secs(10), || {
-        let api = ctx.api.clone();
-        let loc = loc.clone();
-        async move { (api.get(&loc).await.status.as_u16() == 204).then_some(()) }
-    })
-    .await;
+    ctx.api
+        .wait_http_status(&loc, 204, Duration::from_secs(10))
+        .await;
     ctx.api
         .get(&ctx.capture("nw1", "pc1"))
         .await
@@ -188,12 +185,9 @@ async fn watcher_delete_stops_and_removes_its_captures() {
     let d = ctx.api.delete(&ctx.watcher("nw1")).await;
     assert_eq!(d.status.as_u16(), 202, "{}", d.text);
     let loc = d.header("location").unwrap();
-    e2e_tests::eventually("watcher delete", Duration::from_secs(15), || {
-        let api = ctx.api.clone();
-        let loc = loc.clone();
-        async move { (api.get(&loc).await.status.as_u16() == 204).then_some(()) }
-    })
-    .await;
+    ctx.api
+        .wait_http_status(&loc, 204, Duration::from_secs(15))
+        .await;
     ctx.api
         .get(&ctx.watcher("nw1"))
         .await

@@ -66,12 +66,8 @@ async fn python_sdk_full_lifecycle_over_https() {
     let watcher = format!(
         "/subscriptions/{sub}/resourceGroups/rg-sdk/providers/Microsoft.Network/networkWatchers/nw-sdk?api-version=2026-03-01"
     );
-    e2e_tests::eventually("the SDK's watcher", Duration::from_secs(60), || {
-        let api = api.clone();
-        let w = watcher.clone();
-        async move { (api.get(&w).await.status.as_u16() == 200).then_some(()) }
-    })
-    .await;
+    api.wait_http_status(&watcher, 200, Duration::from_secs(60))
+        .await;
     let agent = Arc::new(ScriptedAgent::register_with(&server.url, &vm, "eastus", http).await);
     let (handle, started) = agent.run_auto();
 

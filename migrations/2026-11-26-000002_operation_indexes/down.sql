@@ -1,0 +1,2 @@
+DROP INDEX operations_in_progress_kind;
+DROP INDEX operations_capture;
