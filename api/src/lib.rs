@@ -7,6 +7,7 @@
 //! local database), [`error`] (the one mapping of errors to ARM responses).
 
 pub mod arm;
+pub mod coalesce;
 pub mod config;
 pub mod db;
 pub mod embedded_pg;

@@ -17,32 +17,33 @@ use crate::metrics::Metrics;
 use crate::notify::Hub;
 use crate::openapi::ApiDoc;
 use crate::routes::{self, agents, captures, misc, operations, watchers};
-use crate::state::AppState;
+use crate::state::{AppState, CaptureReads};
 
 /// Every route, registered once for both the server and the OpenAPI document.
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(watchers::list_in_subscription)
-        .service(watchers::list_in_group)
-        .service(watchers::create_or_update)
-        .service(watchers::get_watcher)
-        .service(watchers::update_tags)
-        .service(watchers::delete_watcher)
-        .service(captures::list)
+    // Matched in order: the hot paths (reads, monitors, agents' polls) come first.
+    cfg.service(captures::get_capture)
         .service(captures::create)
-        .service(captures::get_capture)
         .service(captures::delete_capture)
-        .service(captures::stop)
         .service(captures::query_status)
+        .service(captures::stop)
+        .service(captures::list)
         .service(operations::operation_status)
         .service(operations::operation_result)
+        .service(agents::poll)
+        .service(agents::report)
+        .service(agents::register)
+        .service(watchers::get_watcher)
+        .service(watchers::create_or_update)
+        .service(watchers::update_tags)
+        .service(watchers::delete_watcher)
+        .service(watchers::list_in_group)
+        .service(watchers::list_in_subscription)
         .service(misc::get_vm)
         .service(misc::list_subscriptions)
         .service(misc::healthz)
         .service(misc::readyz)
-        .service(misc::metrics)
-        .service(agents::register)
-        .service(agents::poll)
-        .service(agents::report);
+        .service(misc::metrics);
 }
 
 fn tls_config(
@@ -131,6 +132,8 @@ async fn serve_with(
             .configure(routes)
             .split_for_parts();
         app.app_data(app_state.clone())
+            // One per worker thread: coalesced readers wake each other without crossing threads.
+            .app_data(web::Data::new(CaptureReads::default()))
             .app_data(web::PayloadConfig::new(routes::MAX_BODY_BYTES))
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
             .wrap(from_fn(crate::middleware::arm_envelope))

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::coalesce::Coalescer;
 use crate::config::Timing;
+use crate::db::models::CaptureRow;
 use crate::db::{DbConn, DbPool};
 use crate::error::ApiResult;
 use crate::metrics::Metrics;
@@ -18,6 +20,16 @@ pub struct AppState {
     pub default_location: String,
     pub metrics: Arc<Metrics>,
 }
+
+/// A capture as read once for many concurrent readers: the row and its serialized resource.
+pub struct CaptureView {
+    pub row: CaptureRow,
+    pub etag: String,
+    pub resource_json: actix_web::web::Bytes,
+}
+
+/// Concurrent reads of one capture share one query (one per worker thread).
+pub type CaptureReads = Coalescer<CaptureView>;
 
 impl AppState {
     pub async fn conn(&self) -> ApiResult<DbConn> {

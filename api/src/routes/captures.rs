@@ -121,6 +121,55 @@ async fn find_watcher_and_capture(
     }
 }
 
+/// [`find_watcher_and_capture`], shared by concurrent readers of the same capture.
+async fn read_capture(
+    state: &AppState,
+    reads: &web::Data<crate::state::CaptureReads>,
+    subscription: &str,
+    rg: &str,
+    nw: &str,
+    name: &str,
+) -> ApiResult<std::sync::Arc<crate::state::CaptureView>> {
+    let key = ids::key(&format!("{subscription}/{rg}/{nw}/{name}"));
+    let (state2, sub, rg, nw, name) = (
+        state.clone(),
+        subscription.to_string(),
+        rg.to_string(),
+        nw.to_string(),
+        name.to_string(),
+    );
+    reads
+        .clone()
+        .into_inner()
+        .read(key, move || {
+            let (state, sub, rg, nw, name) = (
+                state2.clone(),
+                sub.clone(),
+                rg.clone(),
+                nw.clone(),
+                name.clone(),
+            );
+            async move {
+                let mut conn = state.conn().await?;
+                let row = find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?;
+                let model = to_model(&row);
+                let resource_json = serde_json::to_vec(&model).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "InternalServerError",
+                        e.to_string(),
+                    )
+                })?;
+                Ok(crate::state::CaptureView {
+                    row,
+                    etag: model.etag,
+                    resource_json: resource_json.into(),
+                })
+            }
+        })
+        .await
+}
+
 async fn find_capture(
     conn: &mut AsyncPgConnection,
     watcher: &WatcherRow,
@@ -367,17 +416,17 @@ pub async fn create(
 )]
 pub async fn get_capture(
     state: web::Data<AppState>,
+    reads: web::Data<crate::state::CaptureReads>,
     path: CapturePath,
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
-    let mut conn = state.conn().await?;
-    let c = find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?;
-    let model = to_model(&c);
+    let c = read_capture(&state, &reads, &sub, &rg, &nw, &name).await?;
     Ok(HttpResponse::Ok()
-        .insert_header(("ETag", model.etag.clone()))
-        .json(model))
+        .insert_header(("ETag", c.etag.clone()))
+        .content_type("application/json")
+        .body(c.resource_json.clone()))
 }
 
 /// List the packet captures of a network watcher (paged with nextLink).
@@ -448,14 +497,14 @@ pub async fn list(
 )]
 pub async fn query_status(
     state: web::Data<AppState>,
+    reads: web::Data<crate::state::CaptureReads>,
     path: CapturePath,
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
-    let mut conn = state.conn().await?;
-    let c = find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?;
-    Ok(HttpResponse::Ok().json(status_model(&c)))
+    let c = read_capture(&state, &reads, &sub, &rg, &nw, &name).await?;
+    Ok(HttpResponse::Ok().json(status_model(&c.row)))
 }
 
 /// Stop a packet capture. Idempotent: 200 when it is not running, 202 (follow Location) while
