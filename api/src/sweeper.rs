@@ -64,7 +64,8 @@ pub async fn sweep(conn: &mut AsyncPgConnection, timing: &Timing) -> diesel::Que
     diesel::sql_query(
         "UPDATE packet_captures SET status = 'Stopped', stop_reason = 'TimeExceeded',
              stopped_at = now(), desired_running = false, updated_at = now()
-         WHERE status = 'Running' AND capture_start_time + make_interval(secs => time_limit_seconds + $1) < now()",
+         WHERE status = 'Running' AND NOT is_scale_set
+           AND capture_start_time + make_interval(secs => time_limit_seconds + $1) < now()",
     )
     .bind::<Double, _>(timing.stop_grace.as_secs_f64())
     .execute(conn)
@@ -73,9 +74,23 @@ pub async fn sweep(conn: &mut AsyncPgConnection, timing: &Timing) -> diesel::Que
         "UPDATE packet_captures SET status = 'Stopped',
              stop_reason = coalesce(stop_requested_reason, 'StoppedByUser'),
              stopped_at = now(), updated_at = now()
-         WHERE status = 'Running' AND NOT desired_running AND stop_requested_at < now() - make_interval(secs => $1)",
+         WHERE status = 'Running' AND NOT is_scale_set AND NOT desired_running
+           AND stop_requested_at < now() - make_interval(secs => $1)",
     )
     .bind::<Double, _>(timing.stop_grace.as_secs_f64())
+    .execute(conn)
+    .await?;
+
+    // Scale set instances that did not start before their capture's create deadline.
+    diesel::sql_query(
+        "UPDATE packet_captures i SET status = 'Error', provisioning_state = 'Failed',
+             errors = '[\"AgentStopped\"]', stop_reason = 'AgentStopped', stopped_at = now(),
+             updated_at = now(), desired_running = false,
+             error_message = 'The capture agent of ' || i.machine_key || ' did not start the capture in time.'
+         FROM operations o
+         WHERE o.capture_id = i.parent_id AND o.kind = 'CreateCapture' AND o.deadline < now()
+           AND i.status = 'NotStarted'",
+    )
     .execute(conn)
     .await?;
 
@@ -83,7 +98,8 @@ pub async fn sweep(conn: &mut AsyncPgConnection, timing: &Timing) -> diesel::Que
     diesel::sql_query(
         "WITH expired AS (
              SELECT o.id AS op_id, c.id AS capture_id, c.parameters->>'target' AS target,
-                    EXISTS (SELECT 1 FROM machines m WHERE m.resource_key = c.machine_key AND NOT m.lost) AS has_agent
+                    EXISTS (SELECT 1 FROM machines m WHERE NOT m.lost AND (m.resource_key = c.machine_key
+                            OR left(m.resource_key, length(c.machine_key) + 17) = c.machine_key || '/virtualmachines/')) AS has_agent
              FROM operations o JOIN packet_captures c ON c.id = o.capture_id
              WHERE o.kind = 'CreateCapture' AND o.status = 'InProgress' AND o.deadline < now()
                AND c.status = 'NotStarted'
@@ -118,6 +134,22 @@ pub async fn settle(
     conn: &mut AsyncPgConnection,
     capture: Option<Uuid>,
 ) -> diesel::QueryResult<()> {
+    // A scale set instance's report settles its parent, the ARM resource, too.
+    let mut targets: Vec<Uuid> = capture.into_iter().collect();
+    if let Some(id) = capture {
+        use crate::db::schema::packet_captures;
+        use diesel::{OptionalExtension, QueryDsl};
+        let parent: Option<Option<Uuid>> = packet_captures::table
+            .find(id)
+            .select(packet_captures::parent_id)
+            .first(conn)
+            .await
+            .optional()?;
+        targets.extend(parent.flatten());
+    } else {
+        expand_scale_sets(conn, None).await?;
+    }
+    aggregate_scale_sets(conn, &targets).await?;
     // `{capture}` is the filter on a capture id column: `= $1` for one capture (so that the
     // indexes are used), `IS NOT NULL` for all.
     const STATEMENTS: &[&str] = &[
@@ -147,19 +179,17 @@ pub async fn settle(
                            AND (c.status = 'Running' OR o.kind = 'DeleteCapture'))",
     ];
     for statement in STATEMENTS {
-        match capture {
-            Some(id) => {
-                diesel::sql_query(statement.replace("{capture}", "= $1"))
-                    .bind::<SqlUuid, _>(id)
-                    .execute(conn)
-                    .await?
-            }
-            None => {
-                diesel::sql_query(statement.replace("{capture}", "IS NOT NULL"))
-                    .execute(conn)
-                    .await?
-            }
-        };
+        if capture.is_none() {
+            diesel::sql_query(statement.replace("{capture}", "IS NOT NULL"))
+                .execute(conn)
+                .await?;
+        }
+        for id in &targets {
+            diesel::sql_query(statement.replace("{capture}", "= $1"))
+                .bind::<SqlUuid, _>(*id)
+                .execute(conn)
+                .await?;
+        }
     }
     diesel::sql_query(
         "DELETE FROM network_watchers w
@@ -176,4 +206,71 @@ pub async fn settle(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Gives every in-scope, registered instance of a scale set capture still being provisioned its
+/// instance row (`capture`: one capture; `None`: all).
+pub async fn expand_scale_sets(
+    conn: &mut AsyncPgConnection,
+    capture: Option<Uuid>,
+) -> diesel::QueryResult<usize> {
+    diesel::sql_query(
+        "INSERT INTO packet_captures (id, watcher_id, name, name_key, resource_id, parameters, machine_key,
+                                      etag, provisioning_state, status, time_limit_seconds, parent_id)
+         SELECT gen_random_uuid(), p.watcher_id, p.name, p.name_key, p.resource_id, p.parameters,
+                m.resource_key, p.etag, 'Updating', 'NotStarted', p.time_limit_seconds, p.id
+         FROM packet_captures p
+         JOIN machines m ON left(m.resource_key, length(p.machine_key) + 17) = p.machine_key || '/virtualmachines/'
+         WHERE p.is_scale_set AND p.provisioning_state = 'Updating' AND p.desired_running AND NOT p.deleting
+           AND NOT m.lost AND ($1::uuid IS NULL OR p.id = $1)
+           AND (jsonb_array_length(coalesce(p.parameters->'scope'->'include', '[]')) = 0
+                OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(p.parameters->'scope'->'include') i
+                           WHERE lower(i) = m.resource_key))
+           AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(coalesce(p.parameters->'scope'->'exclude', '[]')) e
+                           WHERE lower(e) = m.resource_key)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind::<diesel::sql_types::Nullable<SqlUuid>, _>(capture)
+    .execute(conn)
+    .await
+}
+
+/// Derives a scale set capture's state from its instances: Running while any runs; provisioned
+/// once none is still starting; errors, counters and files of all instances together.
+async fn aggregate_scale_sets(
+    conn: &mut AsyncPgConnection,
+    targets: &[Uuid],
+) -> diesel::QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE packet_captures p SET
+             status = a.status, provisioning_state = a.prov, capture_start_time = a.start_time,
+             stopped_at = CASE WHEN a.status IN ('Stopped', 'Error') THEN coalesce(p.stopped_at, now()) END,
+             stop_reason = CASE WHEN a.status IN ('Stopped', 'Error') THEN a.stop_reason END,
+             errors = a.errors, error_message = a.error_message, packets = a.packets, bytes = a.bytes,
+             kernel_drops = a.drops, files = a.files, updated_at = now()
+         FROM (SELECT i.parent_id,
+                 CASE WHEN bool_or(i.status = 'Running') THEN 'Running'
+                      WHEN bool_or(i.status = 'NotStarted') THEN 'NotStarted'
+                      WHEN bool_and(i.status = 'Error') THEN 'Error' ELSE 'Stopped' END AS status,
+                 CASE WHEN bool_or(i.provisioning_state = 'Updating') THEN 'Updating'
+                      WHEN bool_or(i.provisioning_state = 'Succeeded') THEN 'Succeeded'
+                      WHEN bool_and(i.provisioning_state = 'Canceled') THEN 'Canceled' ELSE 'Failed' END AS prov,
+                 min(i.capture_start_time) AS start_time,
+                 coalesce(min(i.stop_reason) FILTER (WHERE i.status = 'Stopped'), min(i.stop_reason)) AS stop_reason,
+                 (SELECT coalesce(jsonb_agg(DISTINCT e), '[]') FROM packet_captures j, jsonb_array_elements(j.errors) e
+                  WHERE j.parent_id = i.parent_id) AS errors,
+                 string_agg(DISTINCT i.error_message, ' ') AS error_message,
+                 sum(i.packets)::bigint AS packets, sum(i.bytes)::bigint AS bytes, sum(i.kernel_drops)::bigint AS drops,
+                 (SELECT coalesce(jsonb_agg(DISTINCT f), '[]') FROM packet_captures j, jsonb_array_elements(j.files) f
+                  WHERE j.parent_id = i.parent_id) AS files
+               FROM packet_captures i
+               WHERE i.parent_id IS NOT NULL AND (cardinality($1::uuid[]) = 0 OR i.parent_id = ANY($1))
+               GROUP BY i.parent_id) a
+         WHERE p.id = a.parent_id AND NOT (p.status = 'Stopped' AND a.status = 'NotStarted')
+           AND (p.status, p.provisioning_state, p.errors, p.packets, p.bytes, p.files)
+               IS DISTINCT FROM (a.status, a.prov, a.errors, a.packets, a.bytes, a.files)",
+    )
+    .bind::<diesel::sql_types::Array<SqlUuid>, _>(targets)
+    .execute(conn)
+    .await
 }

@@ -5,6 +5,7 @@ mod e2e {
     pub mod agents;
     pub mod durability;
     pub mod lifecycle;
+    pub mod scale_sets;
     pub mod sdk;
     pub mod semantics;
     pub mod server_ops;

@@ -85,6 +85,7 @@ pub struct CaptureRow {
     pub bytes: Option<i64>,
     pub kernel_drops: Option<i64>,
     pub files: serde_json::Value,
+    pub is_scale_set: bool,
 }
 
 #[derive(Debug, Insertable)]
@@ -101,6 +102,7 @@ pub struct NewCapture<'a> {
     pub provisioning_state: &'a str,
     pub status: &'a str,
     pub time_limit_seconds: i32,
+    pub is_scale_set: bool,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -65,6 +65,8 @@ diesel::table! {
         time_limit_seconds -> Integer,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        parent_id -> Nullable<Uuid>,
+        is_scale_set -> Bool,
     }
 }
 

@@ -107,6 +107,7 @@ async fn find_watcher_and_capture(
         .inner_join(network_watchers::table)
         .filter(network_watchers::identity_key.eq(super::watcher_identity(subscription, rg, nw)))
         .filter(packet_captures::name_key.eq(ids::key(name)))
+        .filter(packet_captures::parent_id.is_null())
         .select(CaptureRow::as_select())
         .first(conn)
         .await
@@ -179,6 +180,7 @@ async fn find_capture(
     let q = packet_captures::table
         .filter(packet_captures::watcher_id.eq(watcher.id))
         .filter(packet_captures::name_key.eq(ids::key(name)))
+        .filter(packet_captures::parent_id.is_null())
         .select(CaptureRow::as_select());
     let row = if lock {
         q.for_update().first(conn).await.optional()?
@@ -311,6 +313,7 @@ pub async fn create(
                             provisioning_state: "Updating",
                             status: "NotStarted",
                             time_limit_seconds: valid.time_limit_seconds as i32,
+                        is_scale_set: valid.parameters.target_type.as_deref() == Some("AzureVMSS"),
                         })
                         .on_conflict_do_nothing()
                         .returning(CaptureRow::as_returning())
@@ -334,6 +337,9 @@ pub async fn create(
                                 })
                                 .execute(conn)
                                 .await?;
+                            if row.is_scale_set {
+                                crate::sweeper::expand_scale_sets(conn, Some(id)).await?;
+                            }
                             return Ok((row, watcher, op_id));
                         }
                         // A concurrent PUT of the same name won: treat this one as its retry.
@@ -460,6 +466,7 @@ pub async fn list(
     let rows: Vec<(String, CaptureRow)> = packet_captures::table
         .filter(packet_captures::watcher_id.eq(watcher.id))
         .filter(packet_captures::name_key.gt(&after))
+        .filter(packet_captures::parent_id.is_null())
         .order(packet_captures::name_key)
         .limit(state.page_size + 1)
         .select((packet_captures::name_key, CaptureRow::as_select()))
@@ -544,59 +551,30 @@ pub async fn stop(
             let c = find_capture(conn, &watcher, &name, true)
                 .await?
                 .ok_or_else(|| capture_not_found(&watcher, &name))?;
-            match c.status.as_str() {
-                "Running" => {
-                    if c.desired_running {
-                        diesel::update(packet_captures::table.find(c.id))
-                            .set((
-                                packet_captures::desired_running.eq(false),
-                                packet_captures::stop_requested_at.eq(Utc::now()),
-                                packet_captures::stop_requested_reason.eq("StoppedByUser"),
-                                packet_captures::updated_at.eq(Utc::now()),
-                            ))
-                            .execute(conn)
-                            .await?;
-                    }
-                    let op_id = Uuid::new_v4();
-                    diesel::insert_into(operations::table)
-                        .values(NewOperation {
-                            id: op_id,
-                            subscription_key: ids::key(&watcher.subscription_id),
-                            location: &watcher.location,
-                            kind: "StopCapture",
-                            resource_id: &c.resource_id,
-                            capture_id: Some(c.id),
-                            watcher_id: Some(watcher.id),
-                            status: "InProgress",
-                            deadline,
-                        })
-                        .execute(conn)
-                        .await?;
-                    Ok(Some((watcher, op_id)))
-                }
-                "NotStarted" => {
-                    diesel::update(packet_captures::table.find(c.id))
-                        .set((
-                            packet_captures::status.eq("Stopped"),
-                            packet_captures::stop_reason.eq("StoppedByUser"),
-                            packet_captures::desired_running.eq(false),
-                            packet_captures::stopped_at.eq(Utc::now()),
-                            packet_captures::provisioning_state.eq(
-                                if c.provisioning_state == "Updating" {
-                                    "Canceled"
-                                } else {
-                                    c.provisioning_state.as_str()
-                                },
-                            ),
-                            packet_captures::updated_at.eq(Utc::now()),
-                        ))
-                        .execute(conn)
-                        .await?;
-                    crate::sweeper::settle(conn, Some(c.id)).await?;
-                    Ok(None)
-                }
-                _ => Ok(None),
+            if c.status != "Running" && c.status != "NotStarted" {
+                return Ok(None);
             }
+            request_stop(conn, c.id).await?;
+            if c.status == "NotStarted" {
+                crate::sweeper::settle(conn, Some(c.id)).await?;
+                return Ok(None);
+            }
+            let op_id = Uuid::new_v4();
+            diesel::insert_into(operations::table)
+                .values(NewOperation {
+                    id: op_id,
+                    subscription_key: ids::key(&watcher.subscription_id),
+                    location: &watcher.location,
+                    kind: "StopCapture",
+                    resource_id: &c.resource_id,
+                    capture_id: Some(c.id),
+                    watcher_id: Some(watcher.id),
+                    status: "InProgress",
+                    deadline,
+                })
+                .execute(conn)
+                .await?;
+            Ok(Some((watcher, op_id)))
         })
         .await?;
     match outcome {
@@ -685,6 +663,25 @@ pub async fn delete_capture(
     }
 }
 
+/// Asks a capture (and, for a scale set, each instance) to stop: running ones are told to stop,
+/// ones that never started are stopped at once.
+async fn request_stop(conn: &mut AsyncPgConnection, capture: Uuid) -> diesel::QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE packet_captures SET desired_running = false, updated_at = now(),
+             stop_requested_at = coalesce(stop_requested_at, now()),
+             stop_requested_reason = coalesce(stop_requested_reason, 'StoppedByUser'),
+             stop_reason = CASE WHEN status = 'NotStarted' THEN 'StoppedByUser' ELSE stop_reason END,
+             stopped_at = CASE WHEN status = 'NotStarted' THEN now() ELSE stopped_at END,
+             provisioning_state = CASE WHEN status = 'NotStarted' AND provisioning_state = 'Updating'
+                                       THEN 'Canceled' ELSE provisioning_state END,
+             status = CASE WHEN status = 'NotStarted' THEN 'Stopped' ELSE status END
+         WHERE (id = $1 OR parent_id = $1) AND status IN ('NotStarted', 'Running')",
+    )
+    .bind::<SqlUuid, _>(capture)
+    .execute(conn)
+    .await
+}
+
 /// Marks captures (of a watcher, or one capture) as being deleted: running ones are asked to
 /// stop; ones that never started are stopped at once. [`crate::sweeper::settle`] removes each
 /// once it no longer runs.
@@ -700,7 +697,8 @@ pub async fn stop_and_mark_deleting(
              stop_reason = CASE WHEN status = 'NotStarted' THEN 'StoppedByUser' ELSE stop_reason END,
              stopped_at = CASE WHEN status = 'NotStarted' THEN now() ELSE stopped_at END,
              status = CASE WHEN status = 'NotStarted' THEN 'Stopped' ELSE status END
-         WHERE ($1::uuid IS NOT NULL AND watcher_id = $1) OR ($2::uuid IS NOT NULL AND id = $2)",
+         WHERE ($1::uuid IS NOT NULL AND watcher_id = $1)
+            OR ($2::uuid IS NOT NULL AND (id = $2 OR parent_id = $2))",
     )
     .bind::<Nullable<SqlUuid>, _>(watcher)
     .bind::<Nullable<SqlUuid>, _>(capture)
