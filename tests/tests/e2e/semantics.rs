@@ -205,3 +205,44 @@ async fn put_is_idempotent_conditional_and_race_free() {
         .get(0);
     assert_eq!(n, 1);
 }
+
+#[tokio::test]
+async fn public_url_is_the_base_of_monitor_and_next_links() {
+    let ctx = Ctx::with(|o| {
+        o.page_size = 1;
+        o.extra = vec![
+            "--public-url".into(),
+            "https://capture.example.test/".into(),
+        ];
+    })
+    .await;
+    ctx.create_watcher("nw1").await;
+    let r = ctx
+        .api
+        .put(&ctx.capture("nw1", "pc1"), &ctx.capture_body("vm1"))
+        .await;
+    let prefix = format!(
+        "https://capture.example.test/subscriptions/{}/providers/Microsoft.Network/locations/eastus/",
+        ctx.sub
+    );
+    assert!(
+        r.header("azure-asyncoperation")
+            .unwrap()
+            .starts_with(&format!("{prefix}operations/"))
+    );
+    assert!(
+        r.header("location")
+            .unwrap()
+            .starts_with(&format!("{prefix}operationResults/"))
+    );
+    ctx.api
+        .put(&ctx.capture("nw1", "pc2"), &ctx.capture_body("vm1"))
+        .await;
+    let list = ctx.api.get(&ctx.captures("nw1")).await;
+    assert!(
+        list.body["nextLink"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://capture.example.test/subscriptions/")
+    );
+}
