@@ -4,6 +4,9 @@
 //! [`client`] a typed async client for them.
 
 pub mod client;
+#[cfg(feature = "daemon")]
+pub mod daemon;
+pub mod filter;
 pub mod protocol;
 
 pub use client::{AgentClient, ClientError};

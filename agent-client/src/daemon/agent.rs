@@ -1,0 +1,392 @@
+//! The agent's main loop: register, long-poll, reconcile, report; shut down on SIGTERM.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::config::RunArgs;
+use super::paths;
+use super::session::{Outcome, Session, Spec};
+use crate::client::{AgentClient, ClientError};
+use crate::filter;
+use crate::protocol::{
+    CaptureAssignment, CaptureCounters, CaptureErrorCode, CaptureReport, DesiredState,
+    RegisterRequest,
+};
+
+/// How long a shutdown may take to stop captures and deliver their final reports.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+struct Running {
+    session: Session,
+    file: String,
+}
+
+/// A report to deliver, in order, for one capture.
+type Outbox = mpsc::UnboundedSender<(Uuid, CaptureReport)>;
+
+pub struct Agent {
+    args: RunArgs,
+    client: AgentClient,
+    running: HashMap<Uuid, Running>,
+    /// Every capture this process ever started or refused: each is started at most once.
+    seen: HashSet<Uuid>,
+    outbox: Outbox,
+}
+
+/// Capped exponential backoff with jitter.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.min(6));
+    let cap = base.min(Duration::from_secs(10));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    cap / 2 + cap.mul_f64(f64::from(nanos % 1000) / 2000.0)
+}
+
+pub fn http_client(args: &RunArgs) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+    if let Some(ca) = &args.ca_cert {
+        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+        let cert =
+            reqwest::Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
+        b = b.tls_certs_merge([cert]);
+    }
+    b.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
+impl Agent {
+    pub fn new(args: RunArgs, client: AgentClient, outbox: Outbox) -> Agent {
+        Agent {
+            args,
+            client,
+            running: HashMap::new(),
+            seen: HashSet::new(),
+            outbox,
+        }
+    }
+
+    async fn register(&self) -> Uuid {
+        let req = RegisterRequest {
+            machine_id: self.args.machine_id.clone(),
+            location: self.args.location.clone(),
+            hostname: hostname(),
+            os: std::env::consts::OS.to_string(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            interfaces: self.args.interfaces.clone(),
+            running_captures: self.running.keys().copied().collect(),
+        };
+        let mut attempt = 0;
+        loop {
+            match self.client.register(&req).await {
+                Ok(r) => {
+                    tracing::info!(agent_id = %r.agent_id, "registered");
+                    return r.agent_id;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "registration failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs until `shutdown` fires; then stops every capture and reports.
+    pub async fn run(
+        mut self,
+        agent_id: tokio::sync::watch::Sender<Uuid>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        report_every: Duration,
+    ) {
+        let mut id = self.register().await;
+        let _ = agent_id.send(id);
+        let mut since = None;
+        let mut attempt = 0;
+        let mut finished = tokio::time::interval(Duration::from_millis(100));
+        let mut progress = tokio::time::interval(report_every);
+        // The long poll stays in flight while the ticks below run: it is only replaced once it
+        // answered.
+        let next_poll = |client: AgentClient, id: Uuid, since: Option<i64>, delay: Duration| {
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                client.poll(id, since, Duration::from_secs(25)).await
+            })
+        };
+        let mut poll = next_poll(self.client.clone(), id, since, Duration::ZERO);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                r = &mut poll => {
+                    let mut delay = Duration::ZERO;
+                    match r {
+                        Ok(a) => {
+                            attempt = 0;
+                            since = Some(a.generation);
+                            self.reconcile(&a.captures);
+                        }
+                        Err(ClientError::Server { status: 404, .. }) => {
+                            id = self.register().await;
+                            let _ = agent_id.send(id);
+                            since = None;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "poll failed; retrying");
+                            delay = backoff(attempt);
+                            attempt += 1;
+                        }
+                    }
+                    poll = next_poll(self.client.clone(), id, since, delay);
+                }
+                _ = finished.tick() => self.collect_finished(),
+                _ = progress.tick() => {
+                    for r in self.progress() {
+                        let _ = self.outbox.send(r);
+                    }
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    fn reconcile(&mut self, assignments: &[CaptureAssignment]) {
+        self.collect_finished();
+        let wanted: HashSet<Uuid> = assignments
+            .iter()
+            .filter(|a| a.desired == DesiredState::Running)
+            .map(|a| a.capture_id)
+            .collect();
+        for (id, r) in &self.running {
+            if !wanted.contains(id) {
+                tracing::info!(capture = %id, "stopping");
+                r.session.stop(false);
+            }
+        }
+        for a in assignments {
+            if a.desired == DesiredState::Running && self.seen.insert(a.capture_id) {
+                self.start(a);
+            }
+        }
+    }
+
+    fn start(&mut self, a: &CaptureAssignment) {
+        let failed = |code, message: String| CaptureReport::Failed {
+            code,
+            message,
+            counters: CaptureCounters::default(),
+        };
+        let Some(arm_path) = &a.file_path else {
+            let _ = self.outbox.send((a.capture_id, failed(
+                CaptureErrorCode::StorageFailed,
+                "This agent writes local files only: uploads to storage accounts are not supported yet; give storageLocation.filePath.".into(),
+            )));
+            return;
+        };
+        let spec = filter::compile(&a.filters)
+            .map_err(|e| {
+                failed(
+                    CaptureErrorCode::CaptureFailed,
+                    format!("the filter cannot be compiled: {e}"),
+                )
+            })
+            .and_then(|expr| {
+                let file = paths::resolve(&self.args.captures_root, arm_path)
+                    .map_err(|e| failed(CaptureErrorCode::LocalFileFailed, e))?;
+                Ok(Spec {
+                    device: self.args.device(),
+                    filter: expr,
+                    snaplen: a.bytes_to_capture_per_packet,
+                    total_bytes: a.total_bytes_per_session,
+                    time_limit: Duration::from_secs(u64::from(a.time_limit_in_seconds)),
+                    file,
+                    buffer_size: self.args.buffer_size,
+                })
+            });
+        let spec = match spec {
+            Ok(s) => s,
+            Err(report) => {
+                let _ = self.outbox.send((a.capture_id, report));
+                return;
+            }
+        };
+        tracing::info!(capture = %a.capture_id, file = %spec.file.display(), filter = %spec.filter, "starting");
+        match Session::start(spec) {
+            Ok(session) => {
+                let _ = self.outbox.send((
+                    a.capture_id,
+                    CaptureReport::Running {
+                        start_time: session.started,
+                        counters: CaptureCounters {
+                            files: vec![arm_path.clone()],
+                            ..Default::default()
+                        },
+                    },
+                ));
+                self.running.insert(
+                    a.capture_id,
+                    Running {
+                        session,
+                        file: arm_path.clone(),
+                    },
+                );
+            }
+            Err(Outcome::Failed(code, message)) => {
+                tracing::warn!(capture = %a.capture_id, %message, "capture failed to start");
+                let _ = self.outbox.send((a.capture_id, failed(code, message)));
+            }
+            Err(Outcome::Stopped(_)) => {}
+        }
+    }
+
+    fn counters(r: &Running) -> CaptureCounters {
+        let c = &r.session.counters;
+        CaptureCounters {
+            packets: c.packets.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            kernel_drops: c.kernel_drops.load(Ordering::Relaxed),
+            files: vec![r.file.clone()],
+        }
+    }
+
+    /// Reports captures that ended by themselves (limits, errors).
+    fn collect_finished(&mut self) {
+        let done: Vec<(Uuid, Outcome)> = self
+            .running
+            .iter_mut()
+            .filter_map(|(id, r)| r.session.done.try_recv().ok().map(|o| (*id, o)))
+            .collect();
+        for (id, outcome) in done {
+            if let Some(r) = self.running.remove(&id) {
+                self.send_final(id, &r, outcome);
+            }
+        }
+    }
+
+    fn send_final(&self, id: Uuid, r: &Running, outcome: Outcome) {
+        let counters = Self::counters(r);
+        tracing::info!(capture = %id, ?outcome, packets = counters.packets, "capture ended");
+        let report = match outcome {
+            Outcome::Stopped(stop_reason) => CaptureReport::Stopped {
+                stop_reason,
+                counters,
+            },
+            Outcome::Failed(code, message) => CaptureReport::Failed {
+                code,
+                message,
+                counters,
+            },
+        };
+        let _ = self.outbox.send((id, report));
+    }
+
+    /// Progress reports of every running capture.
+    pub fn progress(&self) -> Vec<(Uuid, CaptureReport)> {
+        self.running
+            .iter()
+            .map(|(id, r)| {
+                (
+                    *id,
+                    CaptureReport::Running {
+                        start_time: r.session.started,
+                        counters: Self::counters(r),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    async fn shutdown(mut self) {
+        tracing::info!(captures = self.running.len(), "shutting down");
+        for r in self.running.values() {
+            r.session.stop(true);
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        for (id, mut r) in std::mem::take(&mut self.running) {
+            let outcome = tokio::time::timeout_at(deadline, &mut r.session.done)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(Outcome::Stopped(crate::protocol::StopReason::AgentStopped));
+            self.send_final(id, &r, outcome);
+        }
+    }
+}
+
+/// Delivers reports in order, retrying each with backoff; the final report of a capture is never
+/// dropped while the agent runs. Returns when the outbox is closed and empty.
+pub async fn deliver(
+    client: AgentClient,
+    agent_id: tokio::sync::watch::Receiver<Uuid>,
+    mut rx: mpsc::UnboundedReceiver<(Uuid, CaptureReport)>,
+) {
+    while let Some((capture, report)) = rx.recv().await {
+        let mut attempt = 0;
+        loop {
+            let id = *agent_id.borrow();
+            match client.report(id, capture, &report).await {
+                Ok(()) => break,
+                // The capture is gone (deleted) or no longer ours: nothing to tell.
+                Err(ClientError::Server {
+                    status: 404, code, ..
+                }) if code == "CaptureNotAssigned" => break,
+                Err(e) => {
+                    let is_final = !matches!(report, CaptureReport::Running { .. });
+                    if !is_final && attempt >= 3 {
+                        break;
+                    }
+                    tracing::warn!(error = %e, %capture, "report failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// `capture-agent run`.
+pub async fn run(args: RunArgs) -> Result<(), String> {
+    std::fs::create_dir_all(&args.captures_root)
+        .map_err(|e| format!("captures root {}: {e}", args.captures_root.display()))?;
+    let _ = std::fs::create_dir_all(&args.state_dir);
+    let client = AgentClient::new(&args.server, http_client(&args)?).map_err(|e| e.to_string())?;
+    let (outbox, rx) = mpsc::unbounded_channel();
+    let (id_tx, id_rx) = tokio::sync::watch::channel(Uuid::nil());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let delivery = tokio::spawn(deliver(client.clone(), id_rx, rx));
+    let report_every = Duration::from_secs_f64(args.report_seconds.max(0.1));
+    let agent = Agent::new(args, client, outbox);
+    let main = tokio::spawn(agent.run(id_tx, stop_rx, report_every));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = main.await;
+    let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, delivery).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

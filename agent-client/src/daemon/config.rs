@@ -1,0 +1,76 @@
+//! Command line of `capture-agent`; every flag also from a `CAPTURE_AGENT_*` variable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "capture-agent",
+    version,
+    about = "Packet capture agent: runs the captures the server assigns to this machine"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register with the server and run the captures it assigns, until SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The capture API server, e.g. https://capture.example:8480
+    #[arg(long, env = "CAPTURE_AGENT_SERVER")]
+    pub server: String,
+    /// ARM resource id of this machine (a VM, or a VM scale set instance).
+    #[arg(long, env = "CAPTURE_AGENT_MACHINE_ID")]
+    pub machine_id: String,
+    /// Azure region of this machine.
+    #[arg(long, env = "CAPTURE_AGENT_LOCATION", default_value = "")]
+    pub location: String,
+    /// Interface to capture on (repeatable). One interface: that one; none or several: `any`.
+    #[arg(
+        long = "interface",
+        env = "CAPTURE_AGENT_INTERFACE",
+        value_delimiter = ','
+    )]
+    pub interfaces: Vec<String>,
+    /// The folder that capture paths under ARM's `/var/captures` are written to. Every file the
+    /// agent writes resolves inside it.
+    #[arg(
+        long,
+        env = "CAPTURE_AGENT_CAPTURES_ROOT",
+        default_value = "/var/captures"
+    )]
+    pub captures_root: PathBuf,
+    /// PEM certificate to trust for the server (a self-signed server).
+    #[arg(long, env = "CAPTURE_AGENT_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Kernel capture buffer per capture, in bytes.
+    #[arg(long, env = "CAPTURE_AGENT_BUFFER_SIZE", default_value_t = 64 * 1024 * 1024)]
+    pub buffer_size: i32,
+    /// Folder for the agent's own state.
+    #[arg(
+        long,
+        env = "CAPTURE_AGENT_STATE_DIR",
+        default_value = "/var/lib/capture-agent"
+    )]
+    pub state_dir: PathBuf,
+    /// Seconds between counter reports of a running capture.
+    #[arg(long, env = "CAPTURE_AGENT_REPORT_SECONDS", default_value_t = 2.0)]
+    pub report_seconds: f64,
+}
+
+impl RunArgs {
+    /// The device libpcap opens.
+    pub fn device(&self) -> String {
+        match self.interfaces.as_slice() {
+            [one] => one.clone(),
+            _ => "any".to_string(),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The capture agent daemon (`capture-agent run`): registers its machine, long-polls for its
+//! assignments, runs each capture with libpcap in a thread of its own, and reports.
+
+pub mod agent;
+pub mod config;
+pub mod paths;
+pub mod session;

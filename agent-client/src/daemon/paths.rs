@@ -1,0 +1,76 @@
+//! Capture file paths: ARM's `/var/captures/...` mapped under the agent's captures root, with no
+//! way out of it.
+
+use std::path::{Component, Path, PathBuf};
+
+/// The folder ARM paths name.
+pub const ARM_ROOT: &str = "/var/captures";
+
+/// Resolves an ARM capture path to a file under `root`, creating its parent folders (mode 0750).
+/// Refuses `..`, paths outside `/var/captures`, symlinks anywhere under the root, and files that
+/// already exist (a capture never overwrites another one's file).
+pub fn resolve(root: &Path, arm_path: &str) -> Result<PathBuf, String> {
+    let rel = arm_path
+        .strip_prefix(ARM_ROOT)
+        .and_then(|r| r.strip_prefix('/'))
+        .ok_or_else(|| format!("'{arm_path}' is not under {ARM_ROOT}"))?;
+    let rel = Path::new(rel);
+    if rel.as_os_str().is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(format!("'{arm_path}' is not a plain path under {ARM_ROOT}"));
+    }
+    let root = std::fs::canonicalize(root)
+        .map_err(|e| format!("captures root {}: {e}", root.display()))?;
+    let file = root.join(rel);
+    let parent = file
+        .parent()
+        .ok_or_else(|| format!("'{arm_path}' has no folder"))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    // A symlinked folder could lead outside the root.
+    let real_parent =
+        std::fs::canonicalize(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    if !real_parent.starts_with(&root) {
+        return Err(format!("'{arm_path}' leads outside the captures root"));
+    }
+    match std::fs::symlink_metadata(&file) {
+        Ok(_) => Err(format!("{} already exists", file.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(real_parent.join(file.file_name().unwrap_or_default()))
+        }
+        Err(e) => Err(format!("{}: {e}", file.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_root() {
+        let root = std::env::temp_dir().join(format!("paths-test-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let ok = resolve(&root, "/var/captures/a/b.cap").unwrap();
+        assert!(ok.starts_with(std::fs::canonicalize(&root).unwrap()));
+        assert!(ok.parent().unwrap().is_dir());
+        for bad in [
+            "/var/captures/../etc/x.cap",
+            "/tmp/x.cap",
+            "/var/captures",
+            "/var/capturesx/a.cap",
+            "/var/captures/a/./b.cap",
+        ] {
+            assert!(resolve(&root, bad).is_err(), "{bad}");
+        }
+        std::os::unix::fs::symlink("/tmp", root.join("escape")).unwrap();
+        assert!(resolve(&root, "/var/captures/escape/x.cap").is_err());
+        std::fs::write(root.join("a/exists.cap"), b"x").unwrap();
+        assert!(resolve(&root, "/var/captures/a/exists.cap").is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
