@@ -5,8 +5,11 @@
 
 pub mod agent;
 pub mod http;
+pub mod pcapfile;
 pub mod postgres;
+pub mod real_agent;
 pub mod server;
+pub mod traffic;
 
 pub use agent::ScriptedAgent;
 pub use http::Api;

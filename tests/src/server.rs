@@ -16,6 +16,8 @@ pub struct ServerOptions {
     pub page_size: u64,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub extra: Vec<String>,
+    /// Address to listen on (port 0 = any free port).
+    pub listen: String,
 }
 
 impl ServerOptions {
@@ -29,6 +31,7 @@ impl ServerOptions {
             page_size: 100,
             tls: None,
             extra: vec![],
+            listen: "127.0.0.1:0".to_string(),
         }
     }
 }
@@ -55,7 +58,7 @@ impl TestServer {
         cmd.arg("--pdeathsig=KILL")
             .arg(crate::bin("capture-api"))
             .arg("serve");
-        cmd.args(["--listen", "127.0.0.1:0"]);
+        cmd.args(["--listen", &options.listen]);
         if let Some(url) = &options.database_url {
             cmd.args(["--database-url", url]);
         }
@@ -152,6 +155,20 @@ impl TestServer {
     pub async fn restart(&mut self) {
         self.kill();
         let fresh = TestServer::start(self.options.clone()).await;
+        *self = fresh;
+    }
+
+    /// Starts the same server again on the same address (agents reconnect to it).
+    pub async fn restart_same_address(&mut self) {
+        self.kill();
+        let mut options = self.options.clone();
+        options.listen = self
+            .url
+            .rsplit("://")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let fresh = TestServer::start(options).await;
         *self = fresh;
     }
 

@@ -1,7 +1,7 @@
 //! Capture file paths: ARM's `/var/captures/...` mapped under the agent's captures root, with no
 //! way out of it.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// The folder ARM paths name.
 pub const ARM_ROOT: &str = "/var/captures";
@@ -14,10 +14,13 @@ pub fn resolve(root: &Path, arm_path: &str) -> Result<PathBuf, String> {
         .strip_prefix(ARM_ROOT)
         .and_then(|r| r.strip_prefix('/'))
         .ok_or_else(|| format!("'{arm_path}' is not under {ARM_ROOT}"))?;
-    let rel = Path::new(rel);
-    if rel.as_os_str().is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+    if rel
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return Err(format!("'{arm_path}' is not a plain path under {ARM_ROOT}"));
     }
+    let rel = Path::new(rel);
     let root = std::fs::canonicalize(root)
         .map_err(|e| format!("captures root {}: {e}", root.display()))?;
     let file = root.join(rel);

@@ -76,11 +76,14 @@ impl Session {
             MAX_SNAPLEN
         } else {
             spec.snaplen.min(MAX_SNAPLEN)
-        } as i32;
+        };
+        // libpcap's own truncation on Linux can cut a few bytes short of a small snap length (ring
+        // frame alignment): read a little more and truncate exactly here.
+        let open_snaplen = (snaplen + 256).min(MAX_SNAPLEN) as i32;
         let fail = |code, what: &str, e: pcap::Error| Outcome::Failed(code, format!("{what}: {e}"));
         let mut cap = pcap::Capture::from_device(spec.device.as_str())
             .and_then(|c| {
-                c.snaplen(snaplen)
+                c.snaplen(open_snaplen)
                     .promisc(false)
                     .immediate_mode(true)
                     .buffer_size(spec.buffer_size)
@@ -110,11 +113,17 @@ impl Session {
                 e,
             )
         })?;
-        let save = cap.savefile(&spec.file).map_err(|e| {
+        let mut save = cap.savefile(&spec.file).map_err(|e| {
             fail(
                 CaptureErrorCode::LocalFileFailed,
                 &format!("cannot create {}", spec.file.display()),
                 e,
+            )
+        })?;
+        set_file_snaplen(&mut save, &spec.file, snaplen as u32).map_err(|e| {
+            Outcome::Failed(
+                CaptureErrorCode::LocalFileFailed,
+                format!("cannot write {}: {e}", spec.file.display()),
             )
         })?;
         let stop = Arc::new(AtomicU8::new(RUN));
@@ -122,6 +131,7 @@ impl Session {
         let (tx, done) = oneshot::channel();
         let started = Utc::now();
         let (stop2, counters2) = (stop.clone(), counters.clone());
+        let spec = Spec { snaplen, ..spec };
         std::thread::Builder::new()
             .name("capture".into())
             .spawn(move || {
@@ -176,11 +186,16 @@ fn run(
         }
         match cap.next_packet() {
             Ok(p) => {
-                let len = p.header.caplen as u64;
+                let caplen = p.header.caplen.min(spec.snaplen as u32);
+                let len = caplen as u64;
                 if bytes + len > spec.total_bytes {
                     break Outcome::Stopped(StopReason::TotalBytesExceeded);
                 }
-                save.write(&p);
+                let header = pcap::PacketHeader {
+                    caplen,
+                    ..*p.header
+                };
+                save.write(&pcap::Packet::new(&header, &p.data[..caplen as usize]));
                 bytes += len;
                 packets += 1;
                 counters.packets.store(packets, Ordering::Relaxed);
@@ -193,13 +208,10 @@ fn run(
                     .min(Duration::from_millis(POLL_TIMEOUT_MS as u64));
                 let mut fds = [PollFd::new(cap.as_fd(), PollFlags::POLLIN)];
                 let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
-                if let Err(e) = poll(&mut fds, PollTimeout::from(ms)) {
-                    if e != nix::errno::Errno::EINTR {
-                        break Outcome::Failed(
-                            CaptureErrorCode::CaptureFailed,
-                            format!("poll: {e}"),
-                        );
-                    }
+                if let Err(e) = poll(&mut fds, PollTimeout::from(ms))
+                    && e != nix::errno::Errno::EINTR
+                {
+                    break Outcome::Failed(CaptureErrorCode::CaptureFailed, format!("poll: {e}"));
                 }
             }
             Err(e) => {
@@ -236,4 +248,18 @@ fn run(
             format!("cannot write {}: {e}", spec.file.display()),
         ),
     }
+}
+
+/// Writes the capture's snap length into the file header (offset 16, the byte order of the
+/// header libpcap wrote: this host's).
+fn set_file_snaplen(
+    save: &mut pcap::Savefile,
+    file: &std::path::Path,
+    snaplen: u32,
+) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    save.flush().map_err(std::io::Error::other)?;
+    let mut f = std::fs::OpenOptions::new().write(true).open(file)?;
+    f.seek(SeekFrom::Start(16))?;
+    f.write_all(&snaplen.to_ne_bytes())
 }
