@@ -85,3 +85,33 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Spawns a child process from one thread that lives as long as the test process, so that the
+/// children's parent-death signal (`setpriv --pdeathsig`) fires only when the tests end, not when
+/// the (pooled, short-lived) thread that asked for them exits.
+pub fn spawn_child(cmd: std::process::Command) -> std::io::Result<std::process::Child> {
+    use std::sync::mpsc::{Sender, channel};
+    use std::sync::{Mutex, OnceLock};
+    type Request = (
+        std::process::Command,
+        Sender<std::io::Result<std::process::Child>>,
+    );
+    static SPAWNER: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = channel::<Request>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    let (tx, rx) = channel();
+    spawner
+        .lock()
+        .expect("spawner")
+        .send((cmd, tx))
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?
+}

@@ -26,8 +26,6 @@ impl RealAgent {
             machine_id.into(),
             "--location".into(),
             "eastus".into(),
-            "--interface".into(),
-            "lo".into(),
             "--captures-root".into(),
             captures_root.display().to_string(),
             "--state-dir".into(),
@@ -37,6 +35,9 @@ impl RealAgent {
             "--report-seconds".into(),
             "0.5".into(),
         ];
+        if !extra.contains(&"--interface") {
+            args.extend(["--interface".to_string(), "lo".to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut agent = RealAgent {
             machine_id: machine_id.to_string(),
@@ -55,16 +56,15 @@ impl RealAgent {
             .append(true)
             .open(&self.log)
             .expect("agent log");
-        let child = Command::new("setpriv")
-            .arg("--pdeathsig=KILL")
+        let mut cmd = Command::new("setpriv");
+        cmd.arg("--pdeathsig=KILL")
             .arg(crate::bin("capture-agent"))
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn capture-agent");
+            .stderr(log);
+        let child = crate::spawn_child(cmd).expect("spawn capture-agent");
         self.child = Some(child);
     }
 

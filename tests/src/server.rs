@@ -88,7 +88,7 @@ impl TestServer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"));
-        let mut child = cmd.spawn().expect("spawn capture-api");
+        let mut child = crate::spawn_child(cmd).expect("spawn capture-api");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -223,11 +223,8 @@ fn run(
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
             last_flush = Instant::now();
-            if let Err(e) = save.flush() {
-                break Outcome::Failed(
-                    CaptureErrorCode::LocalFileFailed,
-                    format!("cannot write {}: {e}", spec.file.display()),
-                );
+            if let Err(message) = flush_and_check(&mut save, &spec.file, packets, bytes) {
+                break Outcome::Failed(CaptureErrorCode::LocalFileFailed, message);
             }
             if let Ok(stats) = cap.stats() {
                 counters
@@ -241,13 +238,33 @@ fn run(
             .kernel_drops
             .store(stats.dropped as u64, Ordering::Relaxed);
     }
-    match save.flush() {
+    match flush_and_check(&mut save, &spec.file, packets, bytes) {
         Ok(()) => outcome,
-        Err(e) => Outcome::Failed(
-            CaptureErrorCode::LocalFileFailed,
-            format!("cannot write {}: {e}", spec.file.display()),
-        ),
+        Err(message) => Outcome::Failed(CaptureErrorCode::LocalFileFailed, message),
     }
+}
+
+/// Flushes, then checks that the file holds everything written: stdio can lose a failed write's
+/// error (disk full), the file's size cannot.
+fn flush_and_check(
+    save: &mut pcap::Savefile,
+    file: &std::path::Path,
+    packets: u64,
+    bytes: u64,
+) -> Result<(), String> {
+    save.flush()
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    let expected = 24 + 16 * packets + bytes;
+    let len = std::fs::metadata(file)
+        .map(|m| m.len())
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    if len < expected {
+        return Err(format!(
+            "could write only {len} of {expected} bytes to {} (disk full or I/O error)",
+            file.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Writes the capture's snap length into the file header (offset 16, the byte order of the

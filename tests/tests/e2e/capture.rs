@@ -297,3 +297,104 @@ async fn agent_shuts_down_cleanly_on_sigterm() {
     let file = pcapfile::read(&agent.file(&path));
     assert_eq!((file.tags(), file.trailing), (vec!["t0".to_string()], 0));
 }
+
+#[tokio::test]
+async fn capture_errors_are_reported_with_their_codes() {
+    // An interface that does not exist: CaptureFailed, and the create operation fails with it.
+    let ctx = Ctx::new().await;
+    ctx.create_watcher("nw1").await;
+    let _agent = RealAgent::start(
+        &ctx.server.url,
+        &ctx.vm("vm1"),
+        &["--interface", "nosuchif0"],
+    );
+    let vm = format!(
+        "/subscriptions/{}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2026-04-01",
+        ctx.sub
+    );
+    ctx.api
+        .wait_http_status(&vm, 200, Duration::from_secs(20))
+        .await;
+    let r = ctx
+        .api
+        .put(&ctx.capture("nw1", "bad"), &ctx.capture_body("vm1"))
+        .await;
+    let op = ctx
+        .api
+        .wait_operation(
+            &r.header("azure-asyncoperation").unwrap(),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(op["status"], "Failed");
+    assert_eq!(op["error"]["code"], "CaptureFailed");
+    assert!(
+        op["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nosuchif0"),
+        "{op}"
+    );
+    let s = ctx
+        .api
+        .post(&ctx.capture_action("nw1", "bad", "queryStatus"))
+        .await;
+    assert_eq!(s.body["packetCaptureStatus"], "Error");
+    assert_eq!(s.body["packetCaptureError"], json!(["CaptureFailed"]));
+
+    // Storage-only captures need uploads, which this agent does not do yet: a clear StorageFailed.
+    let body = json!({"properties": {"target": ctx.vm("vm1"), "storageLocation": {"storageId": format!("/subscriptions/{}/resourceGroups/rg1/providers/Microsoft.Storage/storageAccounts/acct", ctx.sub)}}});
+    let r = ctx.api.put(&ctx.capture("nw1", "storage"), &body).await;
+    assert!(
+        r.body["properties"]["storageLocation"]["storagePath"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://acct.blob.core.windows.net/network-watcher-logs/subscriptions/")
+    );
+    let op = ctx
+        .api
+        .wait_operation(
+            &r.header("azure-asyncoperation").unwrap(),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(op["error"]["code"], "StorageFailed");
+}
+
+#[tokio::test]
+async fn a_full_disk_ends_the_capture_with_local_file_failed() {
+    if !e2e_tests::is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let (ctx, agent) = setup(|_| {}).await;
+    let small = agent.captures_root.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    let path = "/var/captures/small/full.cap";
+    let r = ctx
+        .api
+        .put(&ctx.capture("nw1", "full"), &json!({"properties": {"target": ctx.vm("vm1"), "storageLocation": {"filePath": path}, "filters": [{"protocol": "UDP", "localIPAddress": "127.0.6.2"}]}}))
+        .await;
+    ctx.api
+        .wait_operation(
+            &r.header("azure-asyncoperation").unwrap(),
+            Duration::from_secs(20),
+        )
+        .await;
+    for i in 0..100 {
+        udp("127.0.6.2:46000", "127.0.6.9:56000", &format!("f{i}"), 1400);
+    }
+    let s = ctx.wait_capture_status("nw1", "full", "Error").await;
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert_eq!(s["packetCaptureError"], json!(["LocalFileFailed"]), "{s}");
+    assert!(
+        s["errorMessage"].as_str().unwrap().contains("full.cap"),
+        "{s}"
+    );
+}
