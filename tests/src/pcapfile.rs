@@ -5,6 +5,9 @@ use std::net::IpAddr;
 
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// Capture time: seconds and micro- (or nano-, see [`PcapFile::nanos`]) seconds.
+    pub ts_sec: u32,
+    pub ts_frac: u32,
     pub caplen: u32,
     pub origlen: u32,
     pub data: Vec<u8>,
@@ -24,6 +27,8 @@ pub struct Packet {
 
 #[derive(Debug)]
 pub struct PcapFile {
+    /// Whether record timestamps are in nanoseconds (else microseconds).
+    pub nanos: bool,
     pub linktype: u32,
     pub snaplen: u32,
     pub records: Vec<Record>,
@@ -34,6 +39,10 @@ pub struct PcapFile {
 pub fn read(path: &std::path::Path) -> PcapFile {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(b.len() >= 24, "no pcap header in {}", path.display());
+    let nanos = matches!(
+        &b[0..4],
+        [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d]
+    );
     let le = match &b[0..4] {
         [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
         [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
@@ -67,6 +76,8 @@ pub fn read(path: &std::path::Path) -> PcapFile {
             "caplen {caplen} origlen {origlen} snaplen {snaplen}"
         );
         records.push(Record {
+            ts_sec: u32_at(o),
+            ts_frac: u32_at(o + 4),
             caplen,
             origlen,
             data: b[o + 16..o + 16 + caplen as usize].to_vec(),
@@ -74,6 +85,7 @@ pub fn read(path: &std::path::Path) -> PcapFile {
         o += 16 + caplen as usize;
     }
     PcapFile {
+        nanos,
         linktype,
         snaplen,
         records,
@@ -131,6 +143,18 @@ impl Record {
 }
 
 impl PcapFile {
+    /// The capture time of a record.
+    pub fn time(&self, r: &Record) -> std::time::SystemTime {
+        let frac = if self.nanos {
+            r.ts_frac as u64
+        } else {
+            r.ts_frac as u64 * 1000
+        };
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(r.ts_sec as u64)
+            + std::time::Duration::from_nanos(frac)
+    }
+
     pub fn packets(&self) -> Vec<Packet> {
         self.records
             .iter()

@@ -50,8 +50,9 @@ pub struct RunArgs {
     /// PEM certificate to trust for the server (a self-signed server).
     #[arg(long, env = "CAPTURE_AGENT_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
-    /// Kernel capture buffer per capture, in bytes.
-    #[arg(long, env = "CAPTURE_AGENT_BUFFER_SIZE", default_value_t = 64 * 1024 * 1024)]
+    /// Kernel capture ring per capture, in bytes (the agent's memory grows by this much per
+    /// running capture).
+    #[arg(long, env = "CAPTURE_AGENT_BUFFER_SIZE", default_value_t = 32 * 1024 * 1024)]
     pub buffer_size: i32,
     /// Folder for the agent's own state.
     #[arg(

@@ -36,11 +36,36 @@ async fn main() {
     let count: usize = arg(&args, "--count", "1000").parse().unwrap();
     match args.get(1).map(String::as_str) {
         Some("latency") => latency(&url, count).await,
+        Some("udpgen") => {
+            let to = arg(&args, "--to", "127.0.0.1:47000");
+            let rate: u64 = arg(&args, "--rate", "100000").parse().unwrap();
+            let size: usize = arg(&args, "--size", "64").parse().unwrap();
+            let threads: u64 = arg(&args, "--threads", "1").parse().unwrap();
+            let started = Instant::now();
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let to = to.clone();
+                    std::thread::spawn(move || {
+                        udpgen(&to, rate / threads, count as u64 / threads, size)
+                    })
+                })
+                .collect();
+            let sent: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            let secs = started.elapsed().as_secs_f64();
+            println!("sent {sent} in {secs:.3} s ({:.0}/s)", sent as f64 / secs);
+        }
+        Some("startlat") => {
+            let root = arg(&args, "--captures-root", "/var/captures");
+            let vm = arg(&args, "--vm", "");
+            startlat(&url, &vm, &root, count).await
+        }
         Some("agents") => {
             let seconds: u64 = arg(&args, "--seconds", "30").parse().unwrap();
             agents(&url, count, seconds).await
         }
-        _ => eprintln!("usage: capture-bench latency|agents --url URL --count N [--seconds S]"),
+        _ => eprintln!(
+            "usage: capture-bench latency|agents|startlat --url URL --count N [--seconds S] [--vm ID --captures-root DIR]\n       capture-bench udpgen --to ADDR --rate PPS --count N --size BYTES"
+        ),
     }
 }
 
@@ -158,4 +183,112 @@ async fn agents(url: &str, count: usize, seconds: u64) {
     for h in handles {
         h.abort();
     }
+}
+
+/// Sends `count` UDP datagrams of `size` bytes to `to` at `rate` per second (paced), from one
+/// socket; returns how many it sent.
+fn udpgen(to: &str, rate: u64, count: u64, size: usize) -> u64 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(to).unwrap();
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut errors = 0u64;
+    while sent < count {
+        // Packets due by now.
+        let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64).min(count);
+        while sent < due {
+            match socket.send(&payload) {
+                Ok(_) => sent += 1,
+                Err(_) => errors += 1,
+            }
+        }
+        if sent < count {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    if errors > 0 {
+        eprintln!("{errors} send errors");
+    }
+    sent
+}
+
+/// Start latency: from sending a capture's PUT to the first packet in its file, with a sender
+/// putting a packet on `lo` every 100 microseconds.
+async fn startlat(url: &str, vm: &str, root: &str, count: usize) {
+    let api = Api::new(url);
+    let sub = vm.split('/').nth(2).unwrap().to_string();
+    let nw = format!(
+        "/subscriptions/{sub}/resourceGroups/bench/providers/Microsoft.Network/networkWatchers/startlat"
+    );
+    let _ = api
+        .put(
+            &format!("{nw}?api-version=2026-03-01"),
+            &json!({"location": "westus"}),
+        )
+        .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let s = std::net::UdpSocket::bind("127.0.7.2:47000").unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = s.send_to(b"tick", "127.0.7.9:57000");
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        })
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut to_first_packet = vec![];
+    let mut to_running = vec![];
+    for i in 0..count {
+        let name = format!("s{i}");
+        let arm = format!("/var/captures/startlat-{run}/{name}.cap");
+        let body = json!({"properties": {"target": vm, "storageLocation": {"filePath": arm},
+            "filters": [{"protocol": "UDP", "localIPAddress": "127.0.7.2"}]}});
+        let t0 = std::time::SystemTime::now();
+        let r = api
+            .put(
+                &format!("{nw}/packetCaptures/{name}?api-version=2026-03-01"),
+                &body,
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+        let op = api
+            .wait_operation(
+                &r.header("azure-asyncoperation").unwrap(),
+                Duration::from_secs(20),
+            )
+            .await;
+        assert_eq!(op["status"], "Succeeded", "{op}");
+        to_running.push(t0.elapsed().unwrap().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = api
+            .post(&format!(
+                "{nw}/packetCaptures/{name}/stop?api-version=2026-03-01"
+            ))
+            .await;
+        if let Some(loc) = s.header("location") {
+            api.wait_http_status(&loc, 200, Duration::from_secs(20))
+                .await;
+        }
+        let file = e2e_tests::pcapfile::read(
+            &std::path::Path::new(root).join(arm.trim_start_matches("/var/captures/")),
+        );
+        let first = file.records.first().expect("a packet");
+        let latency = file.time(first).duration_since(t0).unwrap_or_default();
+        to_first_packet.push(latency.as_secs_f64() * 1000.0);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sender.join();
+    for v in [&mut to_first_packet, &mut to_running] {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
+    println!(
+        "start latency over {count} captures: PUT sent to first packet in the file p50 {:.2} ms p99 {:.2} ms; PUT sent to create operation Succeeded (seen by polling) p50 {:.2} ms p99 {:.2} ms",
+        percentile(&to_first_packet, 50.0),
+        percentile(&to_first_packet, 99.0),
+        percentile(&to_running, 50.0),
+        percentile(&to_running, 99.0),
+    );
 }
