@@ -76,6 +76,21 @@ async fn python_sdk_full_lifecycle_over_https() {
     );
     let _ = http;
 
+    // Real traffic for the capture's filter (UDP, local 127.0.0.1:9999) while the script runs,
+    // and some that the filter must leave out.
+    let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sender = {
+        let sending = sending.clone();
+        std::thread::spawn(move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let _sink = std::net::UdpSocket::bind("127.0.0.1:9999");
+            while sending.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = s.send_to(b"sdk-traffic", "127.0.0.1:9999");
+                let _ = s.send_to(b"other-traffic", "127.0.0.1:9998");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
     let status = tokio::time::timeout(Duration::from_secs(150), child.wait())
         .await
         .expect("the SDK script finished in time")
@@ -85,9 +100,18 @@ async fn python_sdk_full_lifecycle_over_https() {
         "the Python SDK lifecycle failed (see its output above); agent log:\n{}",
         agent.log_text()
     );
-    // The capture really ran on lo and its file is a valid pcap (the script sends no traffic
-    // to its UDP 127.0.0.1:9999 filter, so the file holds no packet).
+    sending.store(false, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+    // The capture really ran on lo: its file holds the matching traffic and nothing else.
     let file = e2e_tests::pcapfile::read(&agent.file("/var/captures/sdk.cap"));
     assert_eq!((file.linktype, file.trailing), (1, 0));
+    let packets = file.packets();
+    assert!(!packets.is_empty(), "no packet captured");
+    assert!(
+        packets
+            .iter()
+            .all(|p| p.dst_port == 9999 && p.payload == b"sdk-traffic"),
+        "packets outside the filter: {packets:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
