@@ -398,3 +398,29 @@ async fn a_full_disk_ends_the_capture_with_local_file_failed() {
         "{s}"
     );
 }
+
+#[tokio::test]
+async fn restarted_agent_ends_what_it_was_running_and_keeps_the_file() {
+    // A long lost-agent bound: the restart itself, not the silence, ends the capture.
+    let (ctx, mut agent) = setup(|o| o.agent_lost_seconds = 300).await;
+    let path = start_capture(
+        &ctx,
+        "rs",
+        json!({"filters": [{"protocol": "UDP", "localIPAddress": "127.0.8.2"}]}),
+    )
+    .await;
+    udp("127.0.8.2:48000", "127.0.8.9:58000", "r0", 64);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // one flush interval
+    agent.restart();
+    let s = ctx.wait_capture_status("nw1", "rs", "Error").await;
+    assert_eq!(s["packetCaptureError"], json!(["AgentStopped"]));
+    assert_eq!(s["stopReason"], "AgentStopped");
+    assert_eq!(pcapfile::read(&agent.file(&path)).tags(), vec!["r0"]);
+    // The restarted agent works: a new capture runs.
+    start_capture(
+        &ctx,
+        "rs2",
+        json!({"filters": [{"protocol": "UDP", "localIPAddress": "127.0.8.3"}]}),
+    )
+    .await;
+}
