@@ -185,6 +185,16 @@ pub enum CaptureReport {
     },
 }
 
+impl CaptureReport {
+    pub fn counters(&self) -> &CaptureCounters {
+        match self {
+            CaptureReport::Running { counters, .. }
+            | CaptureReport::Stopped { counters, .. }
+            | CaptureReport::Failed { counters, .. } => counters,
+        }
+    }
+}
+
 /// Running counters and file locations of a capture.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]

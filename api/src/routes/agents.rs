@@ -359,8 +359,7 @@ pub async fn report(
             let target = packet_captures::table.find(c.id);
             let succeeded_if_updating = if c.provisioning_state == "Updating" { "Succeeded" } else { c.provisioning_state.as_str() };
             match &report {
-                CaptureReport::Running { start_time, counters } => {
-                    let (p, b, d, f) = counters_i64(counters);
+                CaptureReport::Running { start_time, .. } => {
                     if c.status == "NotStarted" {
                         diesel::update(target)
                             .set((
@@ -371,19 +370,8 @@ pub async fn report(
                             .execute(conn)
                             .await?;
                     }
-                    diesel::update(target)
-                        .set((
-                            packet_captures::packets.eq(p),
-                            packet_captures::bytes.eq(b),
-                            packet_captures::kernel_drops.eq(d),
-                            packet_captures::files.eq(f),
-                            packet_captures::updated_at.eq(now),
-                        ))
-                        .execute(conn)
-                        .await?;
                 }
-                CaptureReport::Stopped { stop_reason, counters } => {
-                    let (p, b, d, f) = counters_i64(counters);
+                CaptureReport::Stopped { stop_reason, .. } => {
                     if active {
                         let reason = match (stop_reason, &c.stop_requested_reason) {
                             (StopReason::StoppedByUser, Some(requested)) => requested.clone(),
@@ -400,19 +388,8 @@ pub async fn report(
                             .execute(conn)
                             .await?;
                     }
-                    diesel::update(target)
-                        .set((
-                            packet_captures::packets.eq(p),
-                            packet_captures::bytes.eq(b),
-                            packet_captures::kernel_drops.eq(d),
-                            packet_captures::files.eq(f),
-                            packet_captures::updated_at.eq(now),
-                        ))
-                        .execute(conn)
-                        .await?;
                 }
-                CaptureReport::Failed { code, message, counters } => {
-                    let (p, b, d, f) = counters_i64(counters);
+                CaptureReport::Failed { code, message, .. } => {
                     if active {
                         diesel::update(target)
                             .set((
@@ -429,18 +406,20 @@ pub async fn report(
                             .execute(conn)
                             .await?;
                     }
-                    diesel::update(target)
-                        .set((
-                            packet_captures::packets.eq(p),
-                            packet_captures::bytes.eq(b),
-                            packet_captures::kernel_drops.eq(d),
-                            packet_captures::files.eq(f),
-                            packet_captures::updated_at.eq(now),
-                        ))
-                        .execute(conn)
-                        .await?;
                 }
             }
+            // Counters and files, whatever the state.
+            let (p, b, d, f) = counters_i64(report.counters());
+            diesel::update(target)
+                .set((
+                    packet_captures::packets.eq(p),
+                    packet_captures::bytes.eq(b),
+                    packet_captures::kernel_drops.eq(d),
+                    packet_captures::files.eq(f),
+                    packet_captures::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
             crate::sweeper::settle(conn, Some(c.id)).await?;
             Ok(())
             })

@@ -16,7 +16,7 @@ use crate::arm::models::{
     PacketCaptureQueryStatusResult, PacketCaptureResult, PacketCaptureResultProperties, etag,
 };
 use crate::arm::validate;
-use crate::db::models::{CaptureRow, NewCapture, NewOperation, WatcherRow};
+use crate::db::models::{CaptureRow, NewCapture, WatcherRow};
 use crate::db::schema::{operations, packet_captures};
 use crate::error::{ApiError, ApiResult, CloudError};
 use crate::state::AppState;
@@ -322,21 +322,9 @@ pub async fn create(
                         .optional()?;
                     match inserted {
                         Some(row) => {
-                            let op_id = Uuid::new_v4();
-                            diesel::insert_into(operations::table)
-                                .values(NewOperation {
-                                    id: op_id,
-                                    subscription_key: ids::key(&watcher.subscription_id),
-                                    location: &watcher.location,
-                                    kind: "CreateCapture",
-                                    resource_id: &resource_id,
-                                    capture_id: Some(id),
-                                    watcher_id: Some(watcher.id),
-                                    status: "InProgress",
-                                    deadline,
-                                })
-                                .execute(conn)
-                                .await?;
+                            let op_id =
+
+                                super::start_operation(conn, &watcher, "CreateCapture", &resource_id, Some(id), deadline).await?;
                             if row.is_scale_set {
                                 crate::sweeper::expand_scale_sets(conn, Some(id)).await?;
                             }
@@ -559,21 +547,15 @@ pub async fn stop(
                 crate::sweeper::settle(conn, Some(c.id)).await?;
                 return Ok(None);
             }
-            let op_id = Uuid::new_v4();
-            diesel::insert_into(operations::table)
-                .values(NewOperation {
-                    id: op_id,
-                    subscription_key: ids::key(&watcher.subscription_id),
-                    location: &watcher.location,
-                    kind: "StopCapture",
-                    resource_id: &c.resource_id,
-                    capture_id: Some(c.id),
-                    watcher_id: Some(watcher.id),
-                    status: "InProgress",
-                    deadline,
-                })
-                .execute(conn)
-                .await?;
+            let op_id = super::start_operation(
+                conn,
+                &watcher,
+                "StopCapture",
+                &c.resource_id,
+                Some(c.id),
+                deadline,
+            )
+            .await?;
             Ok(Some((watcher, op_id)))
         })
         .await?;
@@ -630,21 +612,15 @@ pub async fn delete_capture(
                 return Ok(None);
             };
             stop_and_mark_deleting(conn, None, Some(c.id)).await?;
-            let op_id = Uuid::new_v4();
-            diesel::insert_into(operations::table)
-                .values(NewOperation {
-                    id: op_id,
-                    subscription_key: ids::key(&watcher.subscription_id),
-                    location: &watcher.location,
-                    kind: "DeleteCapture",
-                    resource_id: &c.resource_id,
-                    capture_id: Some(c.id),
-                    watcher_id: Some(watcher.id),
-                    status: "InProgress",
-                    deadline,
-                })
-                .execute(conn)
-                .await?;
+            let op_id = super::start_operation(
+                conn,
+                &watcher,
+                "DeleteCapture",
+                &c.resource_id,
+                Some(c.id),
+                deadline,
+            )
+            .await?;
             crate::sweeper::settle(conn, Some(c.id)).await?;
             Ok(Some((watcher, op_id)))
         })

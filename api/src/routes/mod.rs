@@ -68,6 +68,33 @@ pub async fn find_watcher(
         })
 }
 
+/// Records a long-running operation on a watcher's resource; its monitors answer from it.
+pub async fn start_operation(
+    conn: &mut AsyncPgConnection,
+    watcher: &WatcherRow,
+    kind: &str,
+    resource_id: &str,
+    capture_id: Option<uuid::Uuid>,
+    deadline: chrono::DateTime<chrono::Utc>,
+) -> diesel::QueryResult<uuid::Uuid> {
+    let id = uuid::Uuid::new_v4();
+    diesel::insert_into(crate::db::schema::operations::table)
+        .values(crate::db::models::NewOperation {
+            id,
+            subscription_key: ids::key(&watcher.subscription_id),
+            location: &watcher.location,
+            kind,
+            resource_id,
+            capture_id,
+            watcher_id: Some(watcher.id),
+            status: "InProgress",
+            deadline,
+        })
+        .execute(conn)
+        .await?;
+    Ok(id)
+}
+
 /// The headers of a long-running operation's 201/202: both monitors and a Retry-After.
 pub fn lro_response(
     status: StatusCode,

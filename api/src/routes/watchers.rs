@@ -18,8 +18,8 @@ use crate::arm::models::{
     NetworkWatcher, NetworkWatcherCreate, NetworkWatcherListResult, NetworkWatcherProperties,
     TagsObject, WATCHER_TYPE, etag,
 };
-use crate::db::models::{NewOperation, NewWatcher, WatcherRow};
-use crate::db::schema::{network_watchers, operations};
+use crate::db::models::{NewWatcher, WatcherRow};
+use crate::db::schema::network_watchers;
 use crate::error::{ApiError, ApiResult, CloudError};
 use crate::state::AppState;
 
@@ -309,7 +309,6 @@ pub async fn delete_watcher(
     check_scope(&sub, Some(&rg))?;
     let mut conn = state.conn().await?;
     let identity = watcher_identity(&sub, &rg, &name);
-    let op_id = Uuid::new_v4();
     let deadline = chrono::Utc::now() + state.timing.stop_grace * 3;
     let found = conn
         .transaction::<_, ApiError, _>(async move |conn| {
@@ -328,27 +327,16 @@ pub async fn delete_watcher(
                 .execute(conn)
                 .await?;
             super::captures::stop_and_mark_deleting(conn, Some(w.id), None).await?;
-            diesel::insert_into(operations::table)
-                .values(NewOperation {
-                    id: op_id,
-                    subscription_key: ids::key(&w.subscription_id),
-                    location: &w.location,
-                    kind: "DeleteWatcher",
-                    resource_id: &to_model(&w).id,
-                    capture_id: None,
-                    watcher_id: Some(w.id),
-                    status: "InProgress",
-                    deadline,
-                })
-                .execute(conn)
-                .await?;
+            let op_id =
+                super::start_operation(conn, &w, "DeleteWatcher", &to_model(&w).id, None, deadline)
+                    .await?;
             crate::sweeper::settle(conn, None).await?;
-            Ok(Some(w))
+            Ok(Some((w, op_id)))
         })
         .await?;
     match found {
         None => Ok(HttpResponse::NoContent().finish()),
-        Some(w) => Ok(lro_response(
+        Some((w, op_id)) => Ok(lro_response(
             StatusCode::ACCEPTED,
             &state.base_url(&req),
             &w.subscription_id,
