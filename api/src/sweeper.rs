@@ -103,7 +103,7 @@ pub async fn sweep(conn: &mut AsyncPgConnection, timing: &Timing) -> diesel::Que
              FROM operations o JOIN packet_captures c ON c.id = o.capture_id
              WHERE o.kind = 'CreateCapture' AND o.status = 'InProgress' AND o.deadline < now()
                AND c.status = 'NotStarted'
-             FOR UPDATE OF o SKIP LOCKED),
+             FOR UPDATE OF o, c SKIP LOCKED),
          failed AS (
              UPDATE packet_captures c SET provisioning_state = 'Failed', status = 'Error',
                  errors = '[\"AgentStopped\"]', stop_reason = 'AgentStopped', stopped_at = now(), updated_at = now(),
@@ -223,11 +223,18 @@ pub async fn expand_scale_sets(
          JOIN machines m ON left(m.resource_key, length(p.machine_key) + 17) = p.machine_key || '/virtualmachines/'
          WHERE p.is_scale_set AND p.provisioning_state = 'Updating' AND p.desired_running AND NOT p.deleting
            AND NOT m.lost AND ($1::uuid IS NULL OR p.id = $1)
+           -- not yet an instance (no insert attempt, so no spurious wake-up through the trigger)
+           AND NOT EXISTS (SELECT 1 FROM packet_captures i WHERE i.parent_id = p.id AND i.machine_key = m.resource_key)
+           -- not past the create deadline
+           AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.capture_id = p.id AND o.kind = 'CreateCapture'
+                           AND o.deadline < now())
            AND (jsonb_array_length(coalesce(p.parameters->'scope'->'include', '[]')) = 0
                 OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(p.parameters->'scope'->'include') i
                            WHERE lower(i) = m.resource_key))
            AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(coalesce(p.parameters->'scope'->'exclude', '[]')) e
                            WHERE lower(e) = m.resource_key)
+         -- waits for a concurrent stop or delete of the parent, then sees its outcome
+         FOR SHARE OF p
          ON CONFLICT DO NOTHING",
     )
     .bind::<diesel::sql_types::Nullable<SqlUuid>, _>(capture)
@@ -242,7 +249,13 @@ async fn aggregate_scale_sets(
     targets: &[Uuid],
 ) -> diesel::QueryResult<usize> {
     diesel::sql_query(
-        "UPDATE packet_captures p SET
+        "WITH locked AS (
+             -- Parents that a report or an API call is changing right now are skipped (the
+             -- report settles them itself); the others are locked before they are derived.
+             SELECT id FROM packet_captures
+             WHERE is_scale_set AND (cardinality($1::uuid[]) = 0 OR id = ANY($1))
+             FOR UPDATE SKIP LOCKED)
+         UPDATE packet_captures p SET
              status = a.status, provisioning_state = a.prov, capture_start_time = a.start_time,
              stopped_at = CASE WHEN a.status IN ('Stopped', 'Error') THEN coalesce(p.stopped_at, now()) END,
              stop_reason = CASE WHEN a.status IN ('Stopped', 'Error') THEN a.stop_reason END,
@@ -267,8 +280,12 @@ async fn aggregate_scale_sets(
                WHERE i.parent_id IS NOT NULL AND (cardinality($1::uuid[]) = 0 OR i.parent_id = ANY($1))
                GROUP BY i.parent_id) a
          WHERE p.id = a.parent_id AND NOT (p.status = 'Stopped' AND a.status = 'NotStarted')
-           AND (p.status, p.provisioning_state, p.errors, p.packets, p.bytes, p.files)
-               IS DISTINCT FROM (a.status, a.prov, a.errors, a.packets, a.bytes, a.files)",
+           AND p.id IN (SELECT id FROM locked)
+           AND (p.status, p.provisioning_state, p.errors, p.error_message, p.packets, p.bytes,
+                p.kernel_drops, p.files, p.capture_start_time, p.stop_reason)
+               IS DISTINCT FROM (a.status, a.prov, a.errors, a.error_message, a.packets, a.bytes,
+                a.drops, a.files, a.start_time,
+                CASE WHEN a.status IN ('Stopped', 'Error') THEN a.stop_reason END)",
     )
     .bind::<diesel::sql_types::Array<SqlUuid>, _>(targets)
     .execute(conn)

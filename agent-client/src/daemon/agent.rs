@@ -70,7 +70,8 @@ impl Agent {
         }
     }
 
-    async fn register(&self) -> Uuid {
+    /// Registers, retrying with backoff; `None` when shutdown was asked for meanwhile.
+    async fn register(&self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Option<Uuid> {
         let req = RegisterRequest {
             machine_id: self.args.machine_id.clone(),
             location: self.args.location.clone(),
@@ -85,11 +86,14 @@ impl Agent {
             match self.client.register(&req).await {
                 Ok(r) => {
                     tracing::info!(agent_id = %r.agent_id, "registered");
-                    return r.agent_id;
+                    return Some(r.agent_id);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "registration failed; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff(attempt)) => {}
+                        _ = shutdown.changed() => return None,
+                    }
                     attempt += 1;
                 }
             }
@@ -103,7 +107,9 @@ impl Agent {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
         report_every: Duration,
     ) {
-        let mut id = self.register().await;
+        let Some(mut id) = self.register(&mut shutdown).await else {
+            return;
+        };
         let _ = agent_id.send(id);
         let mut since = None;
         let mut attempt = 0;
@@ -130,7 +136,10 @@ impl Agent {
                             self.reconcile(&a.captures);
                         }
                         Err(ClientError::Server { status: 404, .. }) => {
-                            id = self.register().await;
+                            let Some(new_id) = self.register(&mut shutdown).await else {
+                                break;
+                            };
+                            id = new_id;
                             let _ = agent_id.send(id);
                             since = None;
                         }
@@ -368,7 +377,8 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let main = tokio::spawn(agent.run(id_tx, stop_rx, report_every));
     shutdown_signal().await;
     let _ = stop_tx.send(true);
-    let _ = main.await;
+    // Captures are stopped and flushed within the deadline; reports get as long again.
+    let _ = tokio::time::timeout(SHUTDOWN_DEADLINE + Duration::from_secs(1), main).await;
     let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, delivery).await;
     Ok(())
 }

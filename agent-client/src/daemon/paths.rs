@@ -20,32 +20,40 @@ pub fn resolve(root: &Path, arm_path: &str) -> Result<PathBuf, String> {
     {
         return Err(format!("'{arm_path}' is not a plain path under {ARM_ROOT}"));
     }
-    let rel = Path::new(rel);
     let root = std::fs::canonicalize(root)
         .map_err(|e| format!("captures root {}: {e}", root.display()))?;
-    let file = root.join(rel);
-    let parent = file
-        .parent()
-        .ok_or_else(|| format!("'{arm_path}' has no folder"))?;
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    // Walk down from the root, creating missing folders (0750) and refusing any symlink on the
+    // way, so that nothing is ever created outside the root.
+    let segments: Vec<&str> = rel.split('/').collect();
+    let (file_name, folders) = segments
+        .split_last()
+        .ok_or_else(|| format!("'{arm_path}' has no file name"))?;
+    let mut dir = root.clone();
+    for seg in folders {
+        dir.push(seg);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "'{arm_path}' goes through a symbolic link ({})",
+                    dir.display()
+                ));
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(format!("{} is not a folder", dir.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .mode(0o750)
+                    .create(&dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        }
     }
-    // A symlinked folder could lead outside the root.
-    let real_parent =
-        std::fs::canonicalize(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    if !real_parent.starts_with(&root) {
-        return Err(format!("'{arm_path}' leads outside the captures root"));
-    }
+    let file = dir.join(file_name);
     match std::fs::symlink_metadata(&file) {
         Ok(_) => Err(format!("{} already exists", file.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ok(real_parent.join(file.file_name().unwrap_or_default()))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(file),
         Err(e) => Err(format!("{}: {e}", file.display())),
     }
 }
@@ -70,8 +78,15 @@ mod tests {
         ] {
             assert!(resolve(&root, bad).is_err(), "{bad}");
         }
-        std::os::unix::fs::symlink("/tmp", root.join("escape")).unwrap();
+        let outside =
+            std::env::temp_dir().join(format!("paths-test-outside-{}", std::process::id()));
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
         assert!(resolve(&root, "/var/captures/escape/x.cap").is_err());
+        // Nothing was created through the link.
+        assert!(resolve(&root, "/var/captures/escape/new/x.cap").is_err());
+        assert!(!outside.join("new").exists());
+        std::fs::remove_dir_all(&outside).unwrap();
         std::fs::write(root.join("a/exists.cap"), b"x").unwrap();
         assert!(resolve(&root, "/var/captures/a/exists.cap").is_err());
         std::fs::remove_dir_all(&root).unwrap();

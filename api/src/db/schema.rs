@@ -29,7 +29,6 @@ diesel::table! {
         os -> Text,
         agent_version -> Text,
         interfaces -> Jsonb,
-        generation -> BigInt,
         registered_at -> Timestamptz,
         last_seen_at -> Timestamptz,
         lost -> Bool,
@@ -39,7 +38,6 @@ diesel::table! {
 diesel::table! {
     packet_captures (id) {
         id -> Uuid,
-        change_seq -> BigInt,
         watcher_id -> Uuid,
         name -> Text,
         name_key -> Text,

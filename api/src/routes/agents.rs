@@ -173,24 +173,32 @@ async fn touch(conn: &mut AsyncPgConnection, agent_id: Uuid) -> ApiResult<Machin
         .ok_or_else(|| agent_not_registered(agent_id))
 }
 
+/// The machine's assignments. Their generation is a hash of their content: it changes exactly
+/// when what the agent must do changes, whatever order concurrent transactions commit in.
 async fn assignments(conn: &mut AsyncPgConnection, machine_key: &str) -> ApiResult<Assignments> {
-    let generation: Option<i64> = packet_captures::table
-        .filter(packet_captures::machine_key.eq(machine_key))
-        .select(diesel::dsl::max(packet_captures::change_seq))
-        .first(conn)
-        .await?;
     let rows: Vec<CaptureRow> = packet_captures::table
         .filter(packet_captures::machine_key.eq(machine_key))
         .filter(packet_captures::status.eq_any(["NotStarted", "Running"]))
         .filter(packet_captures::provisioning_state.ne_all(["Failed", "Canceled"]))
-        .order(packet_captures::created_at)
+        .order((packet_captures::created_at, packet_captures::id))
         .select(CaptureRow::as_select())
         .load(conn)
         .await?;
+    let captures: Vec<CaptureAssignment> = rows.iter().filter_map(to_assignment).collect();
     Ok(Assignments {
-        generation: generation.unwrap_or(0),
-        captures: rows.iter().filter_map(to_assignment).collect(),
+        generation: content_generation(&captures),
+        captures,
     })
+}
+
+fn content_generation(captures: &[CaptureAssignment]) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(captures)
+        .unwrap_or_default()
+        .hash(&mut h);
+    // Never 0: an agent that has nothing yet sends no `since`.
+    (h.finish() >> 1) as i64 | 1
 }
 
 fn to_assignment(c: &CaptureRow) -> Option<CaptureAssignment> {
@@ -339,6 +347,23 @@ pub async fn report(
     let mut conn = state.conn().await?;
     conn.transaction::<_, ApiError, _>(async move |conn| {
             let machine = touch(conn, agent_id).await?;
+            // A scale set instance: lock its parent first, in the order stop and delete use
+            // (parent, then instances), so that the two cannot deadlock.
+            let parent: Option<Option<Uuid>> = packet_captures::table
+                .find(capture_id)
+                .select(packet_captures::parent_id)
+                .first(conn)
+                .await
+                .optional()?;
+            if let Some(Some(parent)) = parent {
+                packet_captures::table
+                    .find(parent)
+                    .select(packet_captures::id)
+                    .for_update()
+                    .first::<Uuid>(conn)
+                    .await
+                    .optional()?;
+            }
             let c: CaptureRow = packet_captures::table
                 .find(capture_id)
                 .filter(packet_captures::machine_key.eq(&machine.resource_key))

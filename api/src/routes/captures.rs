@@ -282,7 +282,7 @@ pub async fn create(
     let mut conn = state.conn().await?;
     let (row, watcher, op_id) = conn
         .transaction::<_, ApiError, _>(async move |conn| {
-                let watcher = find_watcher(conn, &sub, &rg, &nw).await?;
+                let watcher = super::find_watcher_for_share(conn, &sub, &rg, &nw).await?;
                 if watcher.provisioning_state == "Deleting" {
                     return Err(ApiError::conflict(
                         "AnotherOperationInProgress",
@@ -604,10 +604,7 @@ pub async fn delete_capture(
     let deadline = Utc::now() + state.timing.stop_grace * 2;
     let outcome = conn
         .transaction::<_, ApiError, _>(async move |conn| {
-            let watcher = match find_watcher(conn, &sub, &rg, &nw).await {
-                Ok(w) => w,
-                Err(e) => return Err(e),
-            };
+            let watcher = find_watcher(conn, &sub, &rg, &nw).await?;
             let Some(c) = find_capture(conn, &watcher, &name, true).await? else {
                 return Ok(None);
             };

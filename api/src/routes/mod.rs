@@ -95,6 +95,26 @@ pub async fn start_operation(
     Ok(id)
 }
 
+/// [`find_watcher`], holding a share lock until the transaction ends: a concurrent delete of the
+/// watcher waits, and one that committed first is seen as Deleting (or gone).
+pub async fn find_watcher_for_share(
+    conn: &mut AsyncPgConnection,
+    subscription: &str,
+    rg: &str,
+    name: &str,
+) -> ApiResult<WatcherRow> {
+    network_watchers::table
+        .filter(network_watchers::identity_key.eq(watcher_identity(subscription, rg, name)))
+        .select(WatcherRow::as_select())
+        .for_share()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| {
+            ApiError::resource_not_found(&format!("Microsoft.Network/networkWatchers/{name}"), rg)
+        })
+}
+
 /// The headers of a long-running operation's 201/202: both monitors and a Retry-After.
 pub fn lro_response(
     status: StatusCode,
