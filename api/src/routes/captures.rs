@@ -171,23 +171,21 @@ async fn read_capture(
         .await
 }
 
-async fn find_capture(
+/// The capture `name` of `watcher`, locked until the transaction ends (the writers' read).
+async fn lock_capture(
     conn: &mut AsyncPgConnection,
     watcher: &WatcherRow,
     name: &str,
-    lock: bool,
 ) -> ApiResult<Option<CaptureRow>> {
-    let q = packet_captures::table
+    Ok(packet_captures::table
         .filter(packet_captures::watcher_id.eq(watcher.id))
         .filter(packet_captures::name_key.eq(ids::key(name)))
         .filter(packet_captures::parent_id.is_null())
-        .select(CaptureRow::as_select());
-    let row = if lock {
-        q.for_update().first(conn).await.optional()?
-    } else {
-        q.first(conn).await.optional()?
-    };
-    Ok(row)
+        .select(CaptureRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?)
 }
 
 fn capture_not_found(watcher: &WatcherRow, name: &str) -> ApiError {
@@ -289,7 +287,7 @@ pub async fn create(
                         format!("The network watcher '{}' is being deleted.", watcher.name),
                     ));
                 }
-                let mut existing = find_capture(conn, &watcher, &name, true).await?;
+                let mut existing = lock_capture(conn, &watcher, &name).await?;
                 if existing.is_none() {
                     if if_match.is_some() {
                         return Err(ApiError::new(
@@ -331,7 +329,7 @@ pub async fn create(
                             return Ok((row, watcher, op_id));
                         }
                         // A concurrent PUT of the same name won: treat this one as its retry.
-                        None => existing = find_capture(conn, &watcher, &name, true).await?,
+                        None => existing = lock_capture(conn, &watcher, &name).await?,
                     }
                 }
                 let Some(existing) = existing else {
@@ -536,7 +534,7 @@ pub async fn stop(
     let outcome = conn
         .transaction::<_, ApiError, _>(async move |conn| {
             let watcher = find_watcher(conn, &sub, &rg, &nw).await?;
-            let c = find_capture(conn, &watcher, &name, true)
+            let c = lock_capture(conn, &watcher, &name)
                 .await?
                 .ok_or_else(|| capture_not_found(&watcher, &name))?;
             if c.status != "Running" && c.status != "NotStarted" {
@@ -605,7 +603,7 @@ pub async fn delete_capture(
     let outcome = conn
         .transaction::<_, ApiError, _>(async move |conn| {
             let watcher = find_watcher(conn, &sub, &rg, &nw).await?;
-            let Some(c) = find_capture(conn, &watcher, &name, true).await? else {
+            let Some(c) = lock_capture(conn, &watcher, &name).await? else {
                 return Ok(None);
             };
             stop_and_mark_deleting(conn, None, Some(c.id)).await?;

@@ -50,6 +50,10 @@ pub fn watcher_identity(subscription: &str, rg: &str, name: &str) -> String {
     ids::key(&format!("{subscription}/{rg}/{name}"))
 }
 
+fn watcher_not_found(rg: &str, name: &str) -> ApiError {
+    ApiError::resource_not_found(&format!("Microsoft.Network/networkWatchers/{name}"), rg)
+}
+
 /// The watcher `{sub}/{rg}/{name}` (any casing), or a 404 naming it.
 pub async fn find_watcher(
     conn: &mut AsyncPgConnection,
@@ -63,9 +67,7 @@ pub async fn find_watcher(
         .first(conn)
         .await
         .optional()?
-        .ok_or_else(|| {
-            ApiError::resource_not_found(&format!("Microsoft.Network/networkWatchers/{name}"), rg)
-        })
+        .ok_or_else(|| watcher_not_found(rg, name))
 }
 
 /// Records a long-running operation on a watcher's resource; its monitors answer from it.
@@ -110,9 +112,7 @@ pub async fn find_watcher_for_share(
         .first(conn)
         .await
         .optional()?
-        .ok_or_else(|| {
-            ApiError::resource_not_found(&format!("Microsoft.Network/networkWatchers/{name}"), rg)
-        })
+        .ok_or_else(|| watcher_not_found(rg, name))
 }
 
 /// The headers of a long-running operation's 201/202: both monitors and a Retry-After.

@@ -50,15 +50,8 @@ async fn sigkill_mid_operation_then_restart_completes_it() {
     ctx.server.restart().await;
     let api = Api::new(&ctx.server.url);
     assert_eq!(api.get(&stop_loc).await.status.as_u16(), 202);
-    let agent = ScriptedAgent::register_with(
-        &ctx.server.url,
-        &ctx.vm("vm1"),
-        "eastus",
-        reqwest::Client::new(),
-    )
-    .await;
-    // Re-registering without the capture ends it (the old agent process is gone).
-    let _ = agent;
+    // The agent process comes back without the capture: re-registering ends it.
+    ScriptedAgent::register(&ctx.server.url, &ctx.vm("vm1"), "eastus").await;
     api.wait_http_status(&stop_loc, 200, Duration::from_secs(10))
         .await;
     let s = api
