@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::protocol::{
     AGENT_API_PREFIX, Assignments, CaptureReport, ErrorResponse, RegisterRequest, RegisterResponse,
+    TransferFailure, UploadResult, UploadTarget,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +106,81 @@ impl AgentClient {
     ) -> Result<(), ClientError> {
         let url = self.url(&format!("/agents/{agent_id}/captures/{capture_id}/report"))?;
         let resp = self.http.post(url).json(report).send().await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(server_error(resp).await)
+    }
+}
+
+impl AgentClient {
+    /// A fresh upload SAS for a capture of this agent that has a storage account.
+    pub async fn upload_sas(
+        &self,
+        agent_id: Uuid,
+        capture_id: Uuid,
+    ) -> Result<UploadTarget, ClientError> {
+        let url = self.url(&format!(
+            "/agents/{agent_id}/captures/{capture_id}/upload-sas"
+        ))?;
+        decode(self.http.post(url).send().await?).await
+    }
+
+    /// Tells the server how an upload ended. For `Uploaded`, success means the server saw the
+    /// blob with this size and MD5.
+    pub async fn upload_result(
+        &self,
+        agent_id: Uuid,
+        capture_id: Uuid,
+        result: &UploadResult,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&format!("/agents/{agent_id}/captures/{capture_id}/upload"))?;
+        let resp = self.http.post(url).json(result).send().await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(server_error(resp).await)
+    }
+
+    /// Sends a requested file (`size` bytes of `body`).
+    pub async fn send_transfer(
+        &self,
+        agent_id: Uuid,
+        transfer_id: Uuid,
+        size: u64,
+        body: reqwest::Body,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&format!("/agents/{agent_id}/transfers/{transfer_id}"))?;
+        let resp = self
+            .http
+            .put(url)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .send()
+            .await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(server_error(resp).await)
+    }
+
+    /// Declines a requested file.
+    pub async fn fail_transfer(
+        &self,
+        agent_id: Uuid,
+        transfer_id: Uuid,
+        message: &str,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&format!("/agents/{agent_id}/transfers/{transfer_id}/failure"))?;
+        let resp = self
+            .http
+            .post(url)
+            .json(&TransferFailure {
+                message: message.to_string(),
+            })
+            .send()
+            .await?;
         if resp.status().is_success() {
             return Ok(());
         }

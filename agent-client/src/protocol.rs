@@ -98,6 +98,53 @@ pub struct CaptureAssignment {
     /// Blob URL the capture is stored at, when a storage account was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_path: Option<String>,
+    /// Where to upload the capture file once the capture has stopped (a storage account was
+    /// given). Not part of the generation: a fresh SAS alone does not wake a poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadTarget>,
+}
+
+/// A SAS URL allowing to create and write exactly one blob, until `expiresOn`. Renew it with
+/// `POST …/captures/{captureId}/upload-sas`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadTarget {
+    pub blob_url: String,
+    pub expires_on: DateTime<Utc>,
+}
+
+/// How an upload ended, as the agent reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(tag = "state")]
+pub enum UploadResult {
+    /// Every block committed; the server checks the blob's size and MD5 before answering 204,
+    /// and only then may the agent remove its local copy.
+    Uploaded {
+        size: u64,
+        /// Base64 MD5 of the whole file, set as the blob's Content-MD5.
+        #[serde(rename = "contentMd5")]
+        content_md5: String,
+    },
+    /// The retry period ended without an upload; the file stays at `localPath`.
+    Failed {
+        message: String,
+        #[serde(rename = "localPath")]
+        local_path: String,
+    },
+}
+
+/// A caller wants a capture's file: send it with `PUT …/transfers/{transferId}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferRequest {
+    pub transfer_id: Uuid,
+    pub capture_id: Uuid,
+}
+
+/// Why an agent cannot send a requested file.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct TransferFailure {
+    pub message: String,
 }
 
 /// The desired state of every capture assigned to a machine.
@@ -107,6 +154,9 @@ pub struct Assignments {
     /// Changes whenever the assignments change; send it back as `since` to long-poll.
     pub generation: i64,
     pub captures: Vec<CaptureAssignment>,
+    /// Files callers asked for (`download` of a capture kept on the machine).
+    #[serde(default)]
+    pub transfers: Vec<TransferRequest>,
 }
 
 /// Why a capture stopped. Serialized as the `stopReason` of the ARM status.

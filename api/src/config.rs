@@ -26,6 +26,56 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Print the OpenAPI document to stdout.
     Openapi,
+    /// Manage the storage accounts captures can be uploaded to.
+    #[command(subcommand)]
+    StorageAccounts(StorageAccountsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageAccountsCommand {
+    /// Register a storage account (or replace its registration), create its
+    /// `network-watcher-logs` container and so check its key.
+    Add(StorageAccountAddArgs),
+    /// List the registered accounts (never their keys).
+    List(DatabaseArgs),
+    /// Remove an account: captures naming it can no longer upload.
+    Remove {
+        /// ARM resource id of the account.
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+#[group(id = "key", required = true, multiple = false, args = ["key_stdin", "key_file", "key_env"])]
+pub struct StorageAccountAddArgs {
+    /// ARM resource id:
+    /// /subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{name}
+    #[arg(long)]
+    pub id: String,
+    /// Blob service endpoint (default https://{name}.blob.core.windows.net; Azurite:
+    /// http://127.0.0.1:10000/devstoreaccount1).
+    #[arg(long)]
+    pub blob_endpoint: Option<String>,
+    /// Read the account key from standard input and store it sealed with the secrets key.
+    #[arg(long)]
+    pub key_stdin: bool,
+    /// A file holding the account key, read by the server whenever it signs (not stored).
+    #[arg(long)]
+    pub key_file: Option<String>,
+    /// An environment variable of the server holding the account key (not stored).
+    #[arg(long)]
+    pub key_env: Option<String>,
+    /// A premium account: captures naming it are refused, as in Azure.
+    #[arg(long)]
+    pub premium: bool,
+    /// Do not contact the account (no container creation, no key check).
+    #[arg(long)]
+    pub offline: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -37,6 +87,10 @@ pub struct DatabaseArgs {
     /// Data folder (the embedded PostgreSQL cluster lives in DATA_DIR/postgres).
     #[arg(long, env = "CAPTURE_API_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// Key sealing storage account keys at rest (default DATA_DIR/secrets.key, created on first
+    /// use). Replicas sharing a database must share it.
+    #[arg(long, env = "CAPTURE_API_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 impl DatabaseArgs {
@@ -46,6 +100,12 @@ impl DatabaseArgs {
             .clone()
             .or_else(|| std::env::var("DATABASE_URL").ok())
             .filter(|u| !u.is_empty())
+    }
+
+    pub fn secrets_key_path(&self) -> PathBuf {
+        self.secrets_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secrets.key"))
     }
 }
 
@@ -84,6 +144,12 @@ pub struct ServeArgs {
     /// Database connections per server process.
     #[arg(long, env = "CAPTURE_API_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
+    /// Lifetime of the SAS an agent gets to upload a capture (renewed on request).
+    #[arg(long, env = "CAPTURE_API_UPLOAD_SAS_MINUTES", default_value_t = 60)]
+    pub upload_sas_minutes: u64,
+    /// Lifetime of the read-only SAS URL `download` hands out.
+    #[arg(long, env = "CAPTURE_API_DOWNLOAD_SAS_MINUTES", default_value_t = 15)]
+    pub download_sas_minutes: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CAPTURE_API_WORKERS")]
     pub workers: Option<usize>,

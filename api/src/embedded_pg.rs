@@ -18,6 +18,8 @@ pub struct EmbeddedPostgres {
     pgdata: PathBuf,
     socket_dir: PathBuf,
     run_as: Option<(u32, u32)>,
+    /// Started by this process (not found running): stop it when done.
+    pub started_here: bool,
 }
 
 const PORT: u16 = 5432;
@@ -44,6 +46,7 @@ impl EmbeddedPostgres {
             pgdata: root.join("data"),
             socket_dir: root.clone(),
             run_as,
+            started_here: false,
         };
         if !pg.pgdata.join("PG_VERSION").exists() {
             tracing::info!(pgdata = %pg.pgdata.display(), "initialising the embedded PostgreSQL cluster");
@@ -95,7 +98,10 @@ impl EmbeddedPostgres {
         )
         .await?;
         tracing::info!(socket = %pg.socket_dir.display(), "embedded PostgreSQL started");
-        Ok(pg)
+        Ok(EmbeddedPostgres {
+            started_here: true,
+            ..pg
+        })
     }
 
     /// Connection string (Unix socket; no TCP port is opened).

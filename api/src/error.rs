@@ -51,6 +51,8 @@ pub enum ApiError {
     Database(#[from] DieselError),
     #[error("database pool error: {0}")]
     Pool(#[from] PoolError),
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -104,7 +106,7 @@ impl ApiError {
                     | DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)
                     | DieselError::BrokenTransactionManager
             ),
-            ApiError::Arm { .. } => false,
+            ApiError::Arm { .. } | ApiError::Storage(_) => false,
         }
     }
 
@@ -116,6 +118,18 @@ impl ApiError {
                 message,
                 target,
             } => (*status, code, message.clone(), target.clone()),
+            ApiError::Storage(e) => {
+                use crate::storage::StorageError as S;
+                let (status, code) = match e {
+                    S::Crypto(_) | S::KeyUnavailable { .. } => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "StorageAccountKeyUnavailable",
+                    ),
+                    S::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "StorageAccountUnreachable"),
+                    S::Refused { .. } => (StatusCode::BAD_GATEWAY, "StorageRequestFailed"),
+                };
+                (status, code, e.to_string(), None)
+            }
             _ if self.database_unavailable() => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",

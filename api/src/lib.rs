@@ -6,6 +6,7 @@
 //! [`notify`] (LISTEN/NOTIFY wake-ups of agents' long polls), [`embedded_pg`] (the default
 //! local database), [`error`] (the one mapping of errors to ARM responses).
 
+pub mod admin;
 pub mod arm;
 pub mod coalesce;
 pub mod config;
@@ -19,4 +20,5 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod storage;
 pub mod sweeper;

@@ -19,6 +19,7 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Migrate(db) => migrate(db).await,
         Command::Serve(args) => capture_api::server::serve(args).await,
+        Command::StorageAccounts(cmd) => capture_api::admin::storage_accounts(cmd).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -41,7 +42,7 @@ async fn migrate(
         .or_else(|| embedded.as_ref().map(|pg| pg.database_url()))
         .unwrap_or_default();
     let result = capture_api::db::migrate(&url).await;
-    if let Some(pg) = &embedded {
+    if let Some(pg) = embedded.filter(|pg| pg.started_here) {
         pg.stop().await;
     }
     for m in result? {

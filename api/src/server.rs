@@ -16,7 +16,7 @@ use crate::error::StartupError;
 use crate::metrics::Metrics;
 use crate::notify::Hub;
 use crate::openapi::ApiDoc;
-use crate::routes::{self, agents, captures, misc, operations, watchers};
+use crate::routes::{self, agent_files, agents, captures, downloads, misc, operations, watchers};
 use crate::state::{AppState, CaptureReads};
 
 /// Every route, registered once for both the server and the OpenAPI document.
@@ -33,6 +33,12 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(agents::poll)
         .service(agents::report)
         .service(agents::register)
+        .service(agent_files::upload_sas)
+        .service(agent_files::upload_result)
+        .service(agent_files::send_file)
+        .service(agent_files::decline_file)
+        .service(downloads::download)
+        .service(downloads::content)
         .service(watchers::get_watcher)
         .service(watchers::create_or_update)
         .service(watchers::update_tags)
@@ -118,6 +124,13 @@ async fn serve_with(
         page_size: args.page_size.max(1),
         default_location: args.location.clone(),
         metrics: Arc::new(Metrics::default()),
+        storage: crate::storage::accounts::Registry::new(
+            Arc::new(crate::storage::secrets::SecretsKey::load_or_create(
+                &args.database.secrets_key_path(),
+            )?),
+            std::time::Duration::from_secs(args.upload_sas_minutes.max(1) * 60),
+            std::time::Duration::from_secs(args.download_sas_minutes.max(1) * 60),
+        ),
     });
     let listener = TcpListener::bind(args.listen)
         .map_err(|e| StartupError(format!("cannot listen on {}: {e}", args.listen)))?;

@@ -19,6 +19,7 @@ pub struct AppState {
     pub page_size: i64,
     pub default_location: String,
     pub metrics: Arc<Metrics>,
+    pub storage: crate::storage::accounts::Registry,
 }
 
 /// A capture as read once for many concurrent readers: the row and its serialized resource.

@@ -216,9 +216,15 @@ pub async fn expand_scale_sets(
 ) -> diesel::QueryResult<usize> {
     diesel::sql_query(
         "INSERT INTO packet_captures (id, watcher_id, name, name_key, resource_id, parameters, machine_key,
-                                      etag, provisioning_state, status, time_limit_seconds, parent_id)
+                                      etag, provisioning_state, status, time_limit_seconds, parent_id,
+                                      storage_account_id, blob_name, upload_state)
          SELECT gen_random_uuid(), p.watcher_id, p.name, p.name_key, p.resource_id, p.parameters,
-                m.resource_key, p.etag, 'Updating', 'NotStarted', p.time_limit_seconds, p.id
+                m.resource_key, p.etag, 'Updating', 'NotStarted', p.time_limit_seconds, p.id,
+                -- each instance uploads to its own blob, in a folder under the scale set's
+                p.storage_account_id,
+                regexp_replace(p.blob_name, '^(.*/virtualmachinescalesets/[^/]+)/',
+                               '\\1/virtualmachines/' || substring(m.resource_key from '[^/]+$') || '/'),
+                p.upload_state
          FROM packet_captures p
          JOIN machines m ON left(m.resource_key, length(p.machine_key) + 17) = p.machine_key || '/virtualmachines/'
          WHERE p.is_scale_set AND p.provisioning_state = 'Updating' AND p.desired_running AND NOT p.deleting

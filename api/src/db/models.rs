@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use super::schema::{machines, network_watchers, operations, packet_captures};
+use super::schema::{
+    file_transfers, machines, network_watchers, operations, packet_captures, storage_accounts,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = network_watchers)]
@@ -86,6 +88,9 @@ pub struct CaptureRow {
     pub kernel_drops: Option<i64>,
     pub files: serde_json::Value,
     pub is_scale_set: bool,
+    pub storage_account_id: Option<Uuid>,
+    pub blob_name: Option<String>,
+    pub upload_state: Option<String>,
 }
 
 #[derive(Debug, Insertable)]
@@ -103,6 +108,9 @@ pub struct NewCapture<'a> {
     pub status: &'a str,
     pub time_limit_seconds: i32,
     pub is_scale_set: bool,
+    pub storage_account_id: Option<Uuid>,
+    pub blob_name: Option<String>,
+    pub upload_state: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -133,4 +141,45 @@ pub struct NewOperation<'a> {
     pub watcher_id: Option<Uuid>,
     pub status: &'a str,
     pub deadline: DateTime<Utc>,
+}
+
+/// A registered storage account. The key itself is never part of a read model: see
+/// [`crate::storage::accounts`].
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = storage_accounts)]
+pub struct StorageAccountRow {
+    pub id: Uuid,
+    pub resource_id: String,
+    pub account_name: String,
+    pub blob_endpoint: String,
+    pub premium: bool,
+    pub key_sealed: Option<Vec<u8>>,
+    pub key_file: Option<String>,
+    pub key_env: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = storage_accounts)]
+pub struct NewStorageAccount<'a> {
+    pub id: Uuid,
+    pub resource_id: &'a str,
+    pub resource_key: String,
+    pub account_name: &'a str,
+    pub blob_endpoint: &'a str,
+    pub premium: bool,
+    pub key_sealed: Option<Vec<u8>>,
+    pub key_file: Option<&'a str>,
+    pub key_env: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = file_transfers)]
+pub struct TransferRow {
+    pub id: Uuid,
+    pub capture_id: Uuid,
+    pub machine_key: String,
+    pub state: String,
+    pub size: Option<i64>,
+    pub error_message: Option<String>,
 }

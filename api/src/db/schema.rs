@@ -65,6 +65,45 @@ diesel::table! {
         updated_at -> Timestamptz,
         parent_id -> Nullable<Uuid>,
         is_scale_set -> Bool,
+        storage_account_id -> Nullable<Uuid>,
+        blob_name -> Nullable<Text>,
+        upload_state -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    storage_accounts (id) {
+        id -> Uuid,
+        resource_id -> Text,
+        resource_key -> Text,
+        account_name -> Text,
+        blob_endpoint -> Text,
+        premium -> Bool,
+        key_sealed -> Nullable<Bytea>,
+        key_file -> Nullable<Text>,
+        key_env -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    file_transfers (id) {
+        id -> Uuid,
+        capture_id -> Uuid,
+        machine_key -> Text,
+        state -> Text,
+        size -> Nullable<BigInt>,
+        error_message -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    transfer_chunks (transfer_id, seq) {
+        transfer_id -> Uuid,
+        seq -> Integer,
+        data -> Bytea,
     }
 }
 
@@ -87,9 +126,14 @@ diesel::table! {
 }
 
 diesel::joinable!(packet_captures -> network_watchers (watcher_id));
+diesel::joinable!(packet_captures -> storage_accounts (storage_account_id));
+diesel::joinable!(file_transfers -> packet_captures (capture_id));
 diesel::allow_tables_to_appear_in_same_query!(
     network_watchers,
     machines,
     packet_captures,
-    operations
+    operations,
+    storage_accounts,
+    file_transfers,
+    transfer_chunks
 );

@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
 use agent_client::{
     Assignments, CaptureAssignment, CaptureCounters, CaptureFilter, CaptureReport, DesiredState,
-    FilterProtocol, RegisterRequest, RegisterResponse, StopReason,
+    FilterProtocol, RegisterRequest, RegisterResponse, StopReason, TransferRequest, UploadTarget,
 };
 use chrono::Utc;
 use diesel::prelude::*;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::arm::ids::{self, ResourceId};
 use crate::arm::models::PacketCaptureParameters;
 use crate::db::models::{CaptureRow, MachineRow, NewMachine, NewWatcher};
-use crate::db::schema::{machines, network_watchers, packet_captures};
+use crate::db::schema::{file_transfers, machines, network_watchers, packet_captures};
 use crate::error::{ApiError, ApiResult, CloudError};
 use crate::state::AppState;
 
@@ -160,7 +160,7 @@ pub struct PollQuery {
 }
 
 /// Marks the agent alive and returns its machine.
-async fn touch(conn: &mut AsyncPgConnection, agent_id: Uuid) -> ApiResult<MachineRow> {
+pub(super) async fn touch(conn: &mut AsyncPgConnection, agent_id: Uuid) -> ApiResult<MachineRow> {
     diesel::update(machines::table.filter(machines::agent_id.eq(agent_id)))
         .set((
             machines::last_seen_at.eq(Utc::now()),
@@ -175,7 +175,11 @@ async fn touch(conn: &mut AsyncPgConnection, agent_id: Uuid) -> ApiResult<Machin
 
 /// The machine's assignments. Their generation is a hash of their content: it changes exactly
 /// when what the agent must do changes, whatever order concurrent transactions commit in.
-async fn assignments(conn: &mut AsyncPgConnection, machine_key: &str) -> ApiResult<Assignments> {
+async fn assignments(
+    conn: &mut AsyncPgConnection,
+    storage: &crate::storage::accounts::Registry,
+    machine_key: &str,
+) -> ApiResult<Assignments> {
     let rows: Vec<CaptureRow> = packet_captures::table
         .filter(packet_captures::machine_key.eq(machine_key))
         .filter(packet_captures::status.eq_any(["NotStarted", "Running"]))
@@ -184,19 +188,57 @@ async fn assignments(conn: &mut AsyncPgConnection, machine_key: &str) -> ApiResu
         .select(CaptureRow::as_select())
         .load(conn)
         .await?;
-    let captures: Vec<CaptureAssignment> = rows.iter().filter_map(to_assignment).collect();
+    let mut captures: Vec<CaptureAssignment> = rows.iter().filter_map(to_assignment).collect();
+    let transfers: Vec<TransferRequest> = file_transfers::table
+        .filter(file_transfers::machine_key.eq(machine_key))
+        .filter(file_transfers::state.eq("Requested"))
+        .order(file_transfers::created_at)
+        .select((file_transfers::id, file_transfers::capture_id))
+        .load::<(Uuid, Uuid)>(conn)
+        .await?
+        .into_iter()
+        .map(|(transfer_id, capture_id)| TransferRequest {
+            transfer_id,
+            capture_id,
+        })
+        .collect();
+    let generation = content_generation(&captures, &transfers);
+    // Upload credentials last: they are not part of the generation.
+    let account_ids: Vec<Uuid> = rows.iter().filter_map(|r| r.storage_account_id).collect();
+    let accounts = crate::storage::accounts::by_ids(conn, &account_ids).await?;
+    for a in captures.iter_mut() {
+        let Some(row) = rows.iter().find(|r| r.id == a.capture_id) else {
+            continue;
+        };
+        let account = row
+            .storage_account_id
+            .and_then(|id| accounts.iter().find(|acc| acc.id == id));
+        if let (Some(account), Some(blob)) = (account, &row.blob_name) {
+            match storage.upload_sas(account, blob) {
+                Ok(sas) => {
+                    a.upload = Some(UploadTarget {
+                        blob_url: sas.url,
+                        expires_on: sas.expires_on,
+                    })
+                }
+                Err(e) => tracing::warn!(capture = %row.id, error = %e, "no upload credential"),
+            }
+        }
+    }
     Ok(Assignments {
-        generation: content_generation(&captures),
+        generation,
         captures,
+        transfers,
     })
 }
 
-fn content_generation(captures: &[CaptureAssignment]) -> i64 {
+fn content_generation(captures: &[CaptureAssignment], transfers: &[TransferRequest]) -> i64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_vec(captures)
         .unwrap_or_default()
         .hash(&mut h);
+    transfers.hash(&mut h);
     // Never 0: an agent that has nothing yet sends no `since`.
     (h.finish() >> 1) as i64 | 1
 }
@@ -246,6 +288,7 @@ fn to_assignment(c: &CaptureRow) -> Option<CaptureAssignment> {
             .file_path
             .or(p.storage_location.local_path),
         storage_path: p.storage_location.storage_path,
+        upload: None,
     })
 }
 
@@ -287,7 +330,7 @@ pub async fn poll(
         sub.mark_seen();
         let current = {
             let mut conn = state.conn().await?;
-            assignments(&mut conn, &machine.resource_key).await?
+            assignments(&mut conn, &state.storage, &machine.resource_key).await?
         };
         let now = Instant::now();
         if query.since != Some(current.generation) || now >= deadline {

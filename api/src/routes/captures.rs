@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{check_scope, find_watcher, json_body, lro_response, next_link, skiptoken};
 use crate::arm::api_version::NetworkApiVersion;
-use crate::arm::ids::{self, ResourceId, validate_resource_name};
+use crate::arm::ids::{self, validate_resource_name};
 use crate::arm::models::{
     PacketCapture, PacketCaptureListResult, PacketCaptureParameters,
     PacketCaptureQueryStatusResult, PacketCaptureResult, PacketCaptureResultProperties, etag,
@@ -79,23 +79,37 @@ pub fn status_model(c: &CaptureRow) -> PacketCaptureQueryStatusResult {
     }
 }
 
-/// The blob Azure stores a capture at, for a capture created now.
-fn storage_path(storage_id: &str, target: &ResourceId, now: chrono::DateTime<Utc>) -> String {
-    let account = ResourceId::parse(storage_id)
-        .map(|r| r.name().to_lowercase())
-        .unwrap_or_default();
-    format!(
-        "https://{account}.blob.core.windows.net/network-watcher-logs/subscriptions/{}/resourcegroups/{}/providers/microsoft.compute/virtualmachines/{}/{}/packetcapture_{}.cap",
-        target.subscription.to_lowercase(),
-        target.resource_group.to_lowercase(),
-        target.name().to_lowercase(),
-        now.format("%Y/%m/%d"),
-        now.format("%H_%M_%S_%3f"),
-    )
+/// The registered storage account a capture names, refused when unknown or premium.
+async fn capture_storage_account(
+    conn: &mut AsyncPgConnection,
+    storage_id: &str,
+) -> ApiResult<crate::db::models::StorageAccountRow> {
+    const TARGET: &str = "properties.storageLocation.storageId";
+    let account = crate::storage::accounts::find(conn, storage_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "StorageAccountNotFound",
+                TARGET,
+                format!(
+                    "The storage account '{storage_id}' is not registered with this server (register it with `capture-api storage-accounts add`)."
+                ),
+            )
+        })?;
+    if account.premium {
+        return Err(ApiError::invalid(
+            "PremiumStorageAccountNotSupported",
+            TARGET,
+            format!(
+                "The storage account '{storage_id}' is a premium storage account: premium storage accounts are not supported for packet captures."
+            ),
+        ));
+    }
+    Ok(account)
 }
 
 /// The capture `{nw}/{name}` and its watcher, in one round trip; a 404 names what is missing.
-async fn find_watcher_and_capture(
+pub(super) async fn find_watcher_and_capture(
     conn: &mut AsyncPgConnection,
     subscription: &str,
     rg: &str,
@@ -266,9 +280,17 @@ pub async fn create(
 
     let now = Utc::now();
     let mut params = valid.parameters.clone();
-    if let Some(id) = &params.storage_location.storage_id {
-        params.storage_location.storage_path = Some(storage_path(id, &valid.target, now));
-    }
+    let mut conn = state.conn().await?;
+    let storage = match &params.storage_location.storage_id {
+        Some(id) => {
+            let account = capture_storage_account(&mut conn, id).await?;
+            let blob = crate::storage::blob_name(&valid.target, now);
+            params.storage_location.storage_path =
+                Some(crate::storage::blob_url(&account.blob_endpoint, &blob));
+            Some((account.id, blob))
+        }
+        None => None,
+    };
     let params_json = serde_json::to_value(&params).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -277,7 +299,6 @@ pub async fn create(
         )
     })?;
     let deadline = now + state.timing.agent_wait;
-    let mut conn = state.conn().await?;
     let (row, watcher, op_id) = conn
         .transaction::<_, ApiError, _>(async move |conn| {
                 let watcher = super::find_watcher_for_share(conn, &sub, &rg, &nw).await?;
@@ -311,7 +332,10 @@ pub async fn create(
                             provisioning_state: "Updating",
                             status: "NotStarted",
                             time_limit_seconds: valid.time_limit_seconds as i32,
-                        is_scale_set: valid.parameters.target_type.as_deref() == Some("AzureVMSS"),
+                            is_scale_set: valid.parameters.target_type.as_deref() == Some("AzureVMSS"),
+                            storage_account_id: storage.as_ref().map(|(a, _)| *a),
+                            blob_name: storage.as_ref().map(|(_, b)| b.clone()),
+                            upload_state: storage.as_ref().map(|_| "Pending"),
                         })
                         .on_conflict_do_nothing()
                         .returning(CaptureRow::as_returning())

@@ -1,7 +1,9 @@
 //! HTTP handlers, one module per resource.
 
+pub mod agent_files;
 pub mod agents;
 pub mod captures;
+pub mod downloads;
 pub mod misc;
 pub mod operations;
 pub mod watchers;

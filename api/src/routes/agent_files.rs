@@ -1,0 +1,444 @@
+//! Files leaving an agent: upload credentials and results for captures with a storage account,
+//! and files kept on the machine sent to a caller of `download` (see [`super::downloads`]).
+//!
+//! A transfer goes through the database in numbered chunks, so that the agent and the caller
+//! may be connected to different server replicas; at most [`WINDOW`] chunks wait at a time.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, post, put, web};
+use agent_client::{TransferFailure, UploadResult, UploadTarget};
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures_util::StreamExt;
+use uuid::Uuid;
+
+use crate::arm::models::PacketCaptureParameters;
+use crate::db::models::{CaptureRow, StorageAccountRow, TransferRow};
+use crate::db::schema::{file_transfers, packet_captures, transfer_chunks};
+use crate::error::{ApiError, ApiResult, CloudError};
+use crate::state::AppState;
+
+/// Size of one chunk of a transfer.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+/// Chunks written but not yet streamed to the caller, at most.
+pub const WINDOW: i64 = 8;
+
+/// The hub key that wakes both ends of a transfer.
+pub fn transfer_key(id: Uuid) -> String {
+    format!("transfer:{id}")
+}
+
+/// Wakes whoever waits on `key`, in every replica.
+pub async fn notify(conn: &mut AsyncPgConnection, key: &str) -> ApiResult<()> {
+    diesel::sql_query("SELECT pg_notify($1, $2)")
+        .bind::<diesel::sql_types::Text, _>(crate::notify::CHANNEL)
+        .bind::<diesel::sql_types::Text, _>(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn not_assigned(capture_id: Uuid) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "CaptureNotAssigned",
+        format!("Capture {capture_id} is not assigned to this agent's machine (or was deleted)."),
+    )
+}
+
+/// A capture of the agent's machine, in any state.
+async fn own_capture(
+    conn: &mut AsyncPgConnection,
+    agent_id: Uuid,
+    capture_id: Uuid,
+) -> ApiResult<CaptureRow> {
+    let machine = super::agents::touch(conn, agent_id).await?;
+    packet_captures::table
+        .find(capture_id)
+        .filter(packet_captures::machine_key.eq(&machine.resource_key))
+        .select(CaptureRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| not_assigned(capture_id))
+}
+
+/// The account and blob of a capture whose upload is still pending.
+async fn pending_upload(
+    conn: &mut AsyncPgConnection,
+    c: &CaptureRow,
+) -> ApiResult<(StorageAccountRow, String)> {
+    let no_upload = |why: &str| {
+        ApiError::conflict(
+            "NoUploadPending",
+            format!("Capture {} has no upload pending: {why}.", c.id),
+        )
+    };
+    if c.upload_state.as_deref() != Some("Pending") {
+        return Err(no_upload("it has no storage account, or its upload ended"));
+    }
+    let (Some(account_id), Some(blob)) = (c.storage_account_id, &c.blob_name) else {
+        return Err(no_upload("its storage account was removed"));
+    };
+    let account = crate::storage::accounts::by_ids(conn, &[account_id])
+        .await?
+        .pop()
+        .ok_or_else(|| no_upload("its storage account was removed"))?;
+    Ok((account, blob.clone()))
+}
+
+/// A fresh upload SAS for a capture of this agent (create and write its one blob).
+#[utoipa::path(
+    tag = "Agent protocol",
+    operation_id = "Agents_RenewUploadSas",
+    params(("agentId" = Uuid, Path), ("captureId" = Uuid, Path)),
+    responses(
+        (status = 200, description = "A new SAS URL", body = UploadTarget),
+        (status = 404, description = "Unknown agent, or not a capture of this agent's machine", body = CloudError),
+        (status = 409, description = "The capture has no upload pending", body = CloudError),
+    )
+)]
+#[post("/agent/v1/agents/{agentId}/captures/{captureId}/upload-sas")]
+pub async fn upload_sas(
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+) -> ApiResult<HttpResponse> {
+    let (agent_id, capture_id) = path.into_inner();
+    let mut conn = state.conn().await?;
+    let c = own_capture(&mut conn, agent_id, capture_id).await?;
+    let (account, blob) = pending_upload(&mut conn, &c).await?;
+    let sas = state.storage.upload_sas(&account, &blob)?;
+    Ok(HttpResponse::Ok().json(UploadTarget {
+        blob_url: sas.url,
+        expires_on: sas.expires_on,
+    }))
+}
+
+/// The capture file's path as ARM names it, when the capture keeps one on the machine.
+fn arm_file(c: &CaptureRow) -> Option<String> {
+    let p: PacketCaptureParameters = serde_json::from_value(c.parameters.clone()).ok()?;
+    p.storage_location
+        .file_path
+        .or(p.storage_location.local_path)
+}
+
+fn storage_path(c: &CaptureRow) -> Option<String> {
+    let p: PacketCaptureParameters = serde_json::from_value(c.parameters.clone()).ok()?;
+    p.storage_location.storage_path
+}
+
+/// Record how an upload ended. `Uploaded` is checked against the blob itself (size, and
+/// Content-MD5): 204 means the blob is there and complete, and the agent may remove its copy.
+#[utoipa::path(
+    tag = "Agent protocol",
+    operation_id = "Agents_ReportUpload",
+    params(("agentId" = Uuid, Path), ("captureId" = Uuid, Path)),
+    request_body = UploadResult,
+    responses(
+        (status = 204, description = "Recorded (and for `Uploaded`, verified)"),
+        (status = 404, description = "Unknown agent, or not a capture of this agent's machine", body = CloudError),
+        (status = 409, description = "The blob is missing or differs (`UploadMismatch`), or no upload is pending", body = CloudError),
+        (status = 502, description = "The storage account could not be checked; retry", body = CloudError),
+    )
+)]
+#[post("/agent/v1/agents/{agentId}/captures/{captureId}/upload")]
+pub async fn upload_result(
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let (agent_id, capture_id) = path.into_inner();
+    let result: UploadResult = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(
+            "InvalidRequestContent",
+            "body",
+            format!("Invalid upload result: {e}"),
+        )
+    })?;
+    let mut conn = state.conn().await?;
+    let c = own_capture(&mut conn, agent_id, capture_id).await?;
+    let (account, blob) = pending_upload(&mut conn, &c).await?;
+    let target = packet_captures::table.find(c.id);
+    match result {
+        UploadResult::Uploaded { size, content_md5 } => {
+            let mismatch =
+                |m: String| ApiError::conflict("UploadMismatch", format!("Capture {}: {m}", c.id));
+            let Some((blob_size, blob_md5)) =
+                state.storage.blob_properties(&account, &blob).await?
+            else {
+                return Err(mismatch("the blob does not exist".into()));
+            };
+            if blob_size != size {
+                return Err(mismatch(format!(
+                    "the blob has {blob_size} bytes, the file {size}"
+                )));
+            }
+            if let Some(md5) = blob_md5
+                && md5 != content_md5
+            {
+                return Err(mismatch(format!(
+                    "the blob's MD5 is {md5}, the file's {content_md5}"
+                )));
+            }
+            let mut files: Vec<String> = storage_path(&c).into_iter().collect();
+            files.extend(arm_file(&c));
+            diesel::update(target)
+                .set((
+                    packet_captures::upload_state.eq("Uploaded"),
+                    packet_captures::files.eq(serde_json::json!(files)),
+                    packet_captures::updated_at.eq(Utc::now()),
+                ))
+                .execute(&mut conn)
+                .await?;
+            tracing::info!(capture = %c.id, bytes = size, "upload verified");
+        }
+        UploadResult::Failed {
+            message,
+            local_path,
+        } => {
+            let message = format!(
+                "The capture could not be uploaded to the storage account: {message} The capture file is kept on the machine at {local_path}."
+            );
+            let mut errors: Vec<String> = serde_json::from_value(c.errors.clone()).unwrap_or_default();
+            if !errors.iter().any(|e| e == "StorageFailed") {
+                errors.push("StorageFailed".into());
+            }
+            diesel::update(target)
+                .set((
+                    packet_captures::upload_state.eq("Failed"),
+                    packet_captures::status.eq("Error"),
+                    packet_captures::errors.eq(serde_json::json!(errors)),
+                    packet_captures::error_message.eq(&message),
+                    packet_captures::files.eq(serde_json::json!([local_path])),
+                    packet_captures::updated_at.eq(Utc::now()),
+                ))
+                .execute(&mut conn)
+                .await?;
+            tracing::warn!(capture = %c.id, "upload failed; file kept on the machine");
+        }
+    }
+    crate::sweeper::settle(&mut conn, Some(c.id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The transfer `id` of the agent's machine.
+async fn own_transfer(
+    conn: &mut AsyncPgConnection,
+    agent_id: Uuid,
+    id: Uuid,
+) -> ApiResult<TransferRow> {
+    let machine = super::agents::touch(conn, agent_id).await?;
+    file_transfers::table
+        .find(id)
+        .filter(file_transfers::machine_key.eq(&machine.resource_key))
+        .select(TransferRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "TransferNotFound",
+                format!("No file transfer {id} is asked of this agent's machine."),
+            )
+        })
+}
+
+fn canceled() -> ApiError {
+    ApiError::conflict(
+        "TransferCanceled",
+        "The caller is gone: the transfer was canceled.",
+    )
+}
+
+/// Send a requested capture file, `Content-Length` bytes; the server hands it on to the caller
+/// as it arrives.
+#[utoipa::path(
+    tag = "Agent protocol",
+    operation_id = "Agents_SendFile",
+    params(("agentId" = Uuid, Path), ("transferId" = Uuid, Path)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 204, description = "Delivered"),
+        (status = 404, description = "No such transfer for this agent", body = CloudError),
+        (status = 409, description = "The transfer was canceled or already sent", body = CloudError),
+    )
+)]
+#[put("/agent/v1/agents/{agentId}/transfers/{transferId}")]
+pub async fn send_file(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+    mut payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let (agent_id, id) = path.into_inner();
+    let size: i64 = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::LENGTH_REQUIRED,
+                "LengthRequired",
+                "Content-Length is required.",
+            )
+        })?;
+    let key = transfer_key(id);
+    {
+        let mut conn = state.conn().await?;
+        let t = own_transfer(&mut conn, agent_id, id).await?;
+        if t.state != "Requested" {
+            return Err(canceled());
+        }
+        diesel::update(file_transfers::table.find(id))
+            .set((
+                file_transfers::state.eq("Sending"),
+                file_transfers::size.eq(size),
+                file_transfers::updated_at.eq(Utc::now()),
+            ))
+            .execute(&mut conn)
+            .await?;
+        notify(&mut conn, &key).await?;
+    }
+    let mut sub = state.hub.subscribe(&key);
+    let mut seq = 0i32;
+    let mut received = 0i64;
+    let mut buf = Vec::with_capacity(CHUNK_BYTES);
+    loop {
+        let next = payload.next().await;
+        if let Some(item) = &next {
+            let bytes = item.as_ref().map_err(|e| {
+                ApiError::bad_request("IncompleteBody", format!("the file did not arrive: {e}"))
+            })?;
+            buf.extend_from_slice(bytes);
+            received += bytes.len() as i64;
+            if buf.len() < CHUNK_BYTES {
+                continue;
+            }
+        }
+        if !buf.is_empty() {
+            wait_for_room(&state, &mut sub, id).await?;
+            let mut conn = state.conn().await?;
+            diesel::insert_into(transfer_chunks::table)
+                .values((
+                    transfer_chunks::transfer_id.eq(id),
+                    transfer_chunks::seq.eq(seq),
+                    transfer_chunks::data.eq(std::mem::take(&mut buf)),
+                ))
+                .execute(&mut conn)
+                .await?;
+            notify(&mut conn, &key).await?;
+            seq += 1;
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+    let mut conn = state.conn().await?;
+    let (state_now, message) = if received == size {
+        ("Done", None)
+    } else {
+        ("Failed", Some(format!("the agent sent {received} of {size} bytes")))
+    };
+    diesel::update(
+        file_transfers::table
+            .find(id)
+            .filter(file_transfers::state.eq("Sending")),
+    )
+    .set((
+        file_transfers::state.eq(state_now),
+        file_transfers::error_message.eq(&message),
+        file_transfers::updated_at.eq(Utc::now()),
+    ))
+    .execute(&mut conn)
+    .await?;
+    notify(&mut conn, &key).await?;
+    match message {
+        None => Ok(HttpResponse::NoContent().finish()),
+        Some(m) => Err(ApiError::bad_request("IncompleteBody", m)),
+    }
+}
+
+/// Waits until fewer than [`WINDOW`] chunks of transfer `id` wait for the caller.
+async fn wait_for_room(
+    state: &AppState,
+    sub: &mut crate::notify::Subscription,
+    id: Uuid,
+) -> ApiResult<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        sub.mark_seen();
+        let (waiting, transfer_state) = {
+            let mut conn = state.conn().await?;
+            let waiting: i64 = transfer_chunks::table
+                .filter(transfer_chunks::transfer_id.eq(id))
+                .count()
+                .get_result(&mut conn)
+                .await?;
+            let s: Option<String> = file_transfers::table
+                .find(id)
+                .select(file_transfers::state)
+                .first(&mut conn)
+                .await
+                .optional()?;
+            (waiting, s)
+        };
+        if transfer_state.as_deref() != Some("Sending") {
+            return Err(canceled());
+        }
+        if waiting < WINDOW {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(canceled());
+        }
+        sub.changed(Duration::from_secs(1)).await;
+    }
+}
+
+/// Decline a requested file (for example: it is no longer on the machine).
+#[utoipa::path(
+    tag = "Agent protocol",
+    operation_id = "Agents_DeclineFile",
+    params(("agentId" = Uuid, Path), ("transferId" = Uuid, Path)),
+    request_body = TransferFailure,
+    responses(
+        (status = 204, description = "Recorded"),
+        (status = 404, description = "No such transfer for this agent", body = CloudError),
+    )
+)]
+#[post("/agent/v1/agents/{agentId}/transfers/{transferId}/failure")]
+pub async fn decline_file(
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let (agent_id, id) = path.into_inner();
+    let failure: TransferFailure = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(
+            "InvalidRequestContent",
+            "body",
+            format!("Invalid failure: {e}"),
+        )
+    })?;
+    let mut conn = state.conn().await?;
+    own_transfer(&mut conn, agent_id, id).await?;
+    diesel::update(
+        file_transfers::table
+            .find(id)
+            .filter(file_transfers::state.eq_any(["Requested", "Sending"])),
+    )
+    .set((
+        file_transfers::state.eq("Failed"),
+        file_transfers::error_message.eq(&failure.message),
+        file_transfers::updated_at.eq(Utc::now()),
+    ))
+    .execute(&mut conn)
+    .await?;
+    notify(&mut conn, &transfer_key(id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,383 @@
+//! `download` of a capture's file (an extension of the ARM API): a read-only SAS URL for a blob,
+//! or the file kept on the machine, which its agent sends through the server.
+
+use std::time::Duration;
+
+use actix_web::body::SizedStream;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::agent_files::{notify, transfer_key};
+use super::captures::find_watcher_and_capture;
+use super::check_scope;
+use crate::arm::api_version::NetworkApiVersion;
+use crate::db::models::{CaptureRow, TransferRow};
+use crate::db::schema::{file_transfers, machines, transfer_chunks};
+use crate::error::{ApiError, ApiResult, CloudError};
+use crate::state::AppState;
+
+type CapturePath = web::Path<(String, String, String, String)>;
+
+/// How long a caller waits for the agent to start sending a file.
+const AGENT_ANSWER_WAIT: Duration = Duration::from_secs(30);
+/// How long a transfer may make no progress before it is abandoned.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Where to get a capture's file.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PacketCaptureDownload {
+    /// `StorageAccount`: a read-only SAS URL of the capture's blob. `Agent`: the file kept on the
+    /// machine, streamed by this server from the capture's agent (GET it with the same
+    /// credentials as any other request).
+    #[schema(example = "StorageAccount")]
+    pub source: String,
+    pub download_url: String,
+    /// When a SAS URL stops working (absent for `Agent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_on: Option<DateTime<Utc>>,
+}
+
+fn not_available(message: impl Into<String>) -> ApiError {
+    ApiError::conflict("CaptureFileNotAvailable", message)
+}
+
+/// Get a capture's file: a short-lived read-only SAS URL of its blob once uploaded, else the
+/// URL of `…/content`, through which the machine's agent sends the file it kept. With
+/// `Accept: application/octet-stream` (and no blob), the file itself is the answer.
+///
+/// An extension of this server: not part of the Azure REST API.
+#[utoipa::path(
+    tag = "PacketCaptures",
+    operation_id = "PacketCaptures_Download",
+    params(
+        ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
+        ("networkWatcherName" = String, Path), ("packetCaptureName" = String, Path),
+        ("api-version" = String, Query),
+    ),
+    responses(
+        (status = 200, description = "Where to download the file (or, with Accept: application/octet-stream, the file)",
+         content(
+            (PacketCaptureDownload = "application/json"),
+            (Vec<u8> = "application/octet-stream"),
+         )),
+        (status = 404, description = "No such capture", body = CloudError),
+        (status = 409, description = "No file yet, or it is no longer on the machine (`CaptureFileNotAvailable`); agent unreachable (`CaptureAgentUnavailable`)", body = CloudError),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[post(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers/{networkWatcherName}/packetCaptures/{packetCaptureName}/download"
+)]
+pub async fn download(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: CapturePath,
+    v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg, nw, name) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    let mut conn = state.conn().await?;
+    let c = find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?;
+    if c.upload_state.as_deref() == Some("Uploaded")
+        && let (Some(account_id), Some(blob)) = (c.storage_account_id, &c.blob_name)
+        && let Some(account) = crate::storage::accounts::by_ids(&mut conn, &[account_id])
+            .await?
+            .pop()
+    {
+        let sas = state.storage.download_sas(&account, blob)?;
+        return Ok(HttpResponse::Ok().json(PacketCaptureDownload {
+            source: "StorageAccount".into(),
+            download_url: sas.url,
+            expires_on: Some(sas.expires_on),
+        }));
+    }
+    check_agent_file(&c)?;
+    let wants_file = req
+        .headers()
+        .get("accept")
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("application/octet-stream"));
+    if wants_file {
+        drop(conn);
+        return stream_from_agent(&state, c).await;
+    }
+    let content_url = format!(
+        "{}{}/content?api-version={}",
+        state.base_url(&req),
+        req.path().trim_end_matches("/download"),
+        v.0
+    );
+    Ok(HttpResponse::Ok().json(PacketCaptureDownload {
+        source: "Agent".into(),
+        download_url: content_url,
+        expires_on: None,
+    }))
+}
+
+/// The file of a capture as kept on its machine, sent by the machine's agent through this
+/// server (`application/vnd.tcpdump.pcap`).
+///
+/// An extension of this server: not part of the Azure REST API.
+#[utoipa::path(
+    tag = "PacketCaptures",
+    operation_id = "PacketCaptures_GetContent",
+    params(
+        ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
+        ("networkWatcherName" = String, Path), ("packetCaptureName" = String, Path),
+        ("api-version" = String, Query),
+    ),
+    responses(
+        (status = 200, description = "The capture file", content_type = "application/vnd.tcpdump.pcap", body = Vec<u8>),
+        (status = 404, description = "No such capture", body = CloudError),
+        (status = 409, description = "No file, or the agent cannot send it", body = CloudError),
+        (status = 504, description = "The agent did not answer in time", body = CloudError),
+        (status = "default", description = "ARM error", body = CloudError),
+    )
+)]
+#[get(
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkWatchers/{networkWatcherName}/packetCaptures/{packetCaptureName}/content"
+)]
+pub async fn content(
+    state: web::Data<AppState>,
+    path: CapturePath,
+    _v: NetworkApiVersion,
+) -> ApiResult<HttpResponse> {
+    let (sub, rg, nw, name) = path.into_inner();
+    check_scope(&sub, Some(&rg))?;
+    let c = {
+        let mut conn = state.conn().await?;
+        find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?
+    };
+    check_agent_file(&c)?;
+    stream_from_agent(&state, c).await
+}
+
+/// Whether the capture's agent can have a file for it.
+fn check_agent_file(c: &CaptureRow) -> ApiResult<()> {
+    if c.is_scale_set {
+        return Err(ApiError::bad_request(
+            "DownloadNotSupportedForScaleSet",
+            "A scale set capture has one file per instance: download them from the storage account (storageLocation.storagePath).",
+        ));
+    }
+    if c.capture_start_time.is_none() {
+        return Err(not_available(format!(
+            "The packet capture '{}' has not started: there is no file yet.",
+            c.name
+        )));
+    }
+    Ok(())
+}
+
+/// Asks the capture's agent for its file, and streams it to the caller as it arrives.
+async fn stream_from_agent(state: &AppState, c: CaptureRow) -> ApiResult<HttpResponse> {
+    let id = Uuid::new_v4();
+    let key = transfer_key(id);
+    let mut sub = state.hub.subscribe(&key);
+    {
+        let mut conn = state.conn().await?;
+        let lost: Option<bool> = machines::table
+            .find(&c.machine_key)
+            .select(machines::lost)
+            .first(&mut conn)
+            .await
+            .optional()?;
+        if lost != Some(false) {
+            return Err(ApiError::conflict(
+                "CaptureAgentUnavailable",
+                format!(
+                    "The agent of '{}' is not connected: the file cannot be fetched now.",
+                    c.machine_key
+                ),
+            ));
+        }
+        diesel::insert_into(file_transfers::table)
+            .values((
+                file_transfers::id.eq(id),
+                file_transfers::capture_id.eq(c.id),
+                file_transfers::machine_key.eq(&c.machine_key),
+            ))
+            .execute(&mut conn)
+            .await?;
+        notify(&mut conn, &c.machine_key).await?;
+    }
+    let mut guard = TransferGuard {
+        state: state.clone(),
+        id,
+        finished: false,
+    };
+    // Wait for the agent to start sending (or decline).
+    let deadline = tokio::time::Instant::now() + AGENT_ANSWER_WAIT;
+    let t = loop {
+        sub.mark_seen();
+        let t = transfer(state, id).await?;
+        match t.state.as_str() {
+            "Sending" | "Done" => break t,
+            "Failed" => {
+                guard.finished = true;
+                return Err(not_available(format!(
+                    "The agent cannot send the file of '{}': {}",
+                    c.name,
+                    t.error_message.unwrap_or_default()
+                )));
+            }
+            _ => {}
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "AgentTimeout",
+                format!(
+                    "The agent of '{}' did not start sending the file within {} s.",
+                    c.machine_key,
+                    AGENT_ANSWER_WAIT.as_secs()
+                ),
+            ));
+        }
+        sub.changed(deadline - now).await;
+    };
+    let size = t.size.unwrap_or(0).max(0) as u64;
+    let reader = ChunkReader {
+        state: state.clone(),
+        sub,
+        guard,
+        seq: 0,
+        sent: 0,
+        size,
+    };
+    let stream = futures_util::stream::unfold(reader, |mut r| async move {
+        if r.sent >= r.size {
+            r.guard.finish().await;
+            return None;
+        }
+        match r.next_chunk().await {
+            Ok(bytes) => {
+                r.sent += bytes.len() as u64;
+                Some((Ok::<_, actix_web::Error>(bytes), r))
+            }
+            Err(e) => {
+                tracing::warn!(transfer = %r.guard.id, error = %e, "file transfer abandoned");
+                Some((Err(actix_web::error::ErrorBadGateway(e)), r.end()))
+            }
+        }
+    });
+    let file_name = format!("{}.cap", c.name);
+    Ok(HttpResponse::Ok()
+        .content_type("application/vnd.tcpdump.pcap")
+        .insert_header((
+            "content-disposition",
+            format!("attachment; filename=\"{file_name}\""),
+        ))
+        .body(SizedStream::new(size, stream)))
+}
+
+async fn transfer(state: &AppState, id: Uuid) -> ApiResult<TransferRow> {
+    let mut conn = state.conn().await?;
+    file_transfers::table
+        .find(id)
+        .select(TransferRow::as_select())
+        .first(&mut conn)
+        .await
+        .optional()?
+        .ok_or_else(|| not_available("The transfer was removed (the capture was deleted)."))
+}
+
+/// Reads a transfer's chunks in order, deleting each once read.
+struct ChunkReader {
+    state: AppState,
+    sub: crate::notify::Subscription,
+    guard: TransferGuard,
+    seq: i32,
+    sent: u64,
+    size: u64,
+}
+
+impl ChunkReader {
+    async fn next_chunk(&mut self) -> Result<web::Bytes, String> {
+        let id = self.guard.id;
+        let started = tokio::time::Instant::now();
+        let mut sender_done = false;
+        loop {
+            self.sub.mark_seen();
+            let mut conn = self.state.conn().await.map_err(|e| e.to_string())?;
+            let data: Option<Vec<u8>> =
+                diesel::delete(transfer_chunks::table.find((id, self.seq)))
+                    .returning(transfer_chunks::data)
+                    .get_result(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(|e| e.to_string())?;
+            if let Some(data) = data {
+                self.seq += 1;
+                // Room for the agent's next chunk.
+                let _ = notify(&mut conn, &transfer_key(id)).await;
+                return Ok(data.into());
+            }
+            if sender_done {
+                return Err("the agent's file ended early".into());
+            }
+            drop(conn);
+            let t = transfer(&self.state, id).await.map_err(|e| e.to_string())?;
+            match t.state.as_str() {
+                "Failed" => {
+                    return Err(t
+                        .error_message
+                        .unwrap_or_else(|| "the agent stopped sending".to_string()));
+                }
+                // Its last chunk may have been written after our read: read once more.
+                "Done" => sender_done = true,
+                _ => {
+                    if started.elapsed() > STALL_LIMIT {
+                        return Err("no data from the agent for a minute".into());
+                    }
+                    self.sub.changed(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Ends the stream after an error (the next poll returns None).
+    fn end(mut self) -> Self {
+        self.size = self.sent;
+        self
+    }
+}
+
+/// Removes a transfer when its caller is done or gone; the agent's upload then stops.
+struct TransferGuard {
+    state: AppState,
+    id: Uuid,
+    finished: bool,
+}
+
+impl TransferGuard {
+    async fn finish(&mut self) {
+        self.finished = true;
+        remove_transfer(self.state.clone(), self.id).await;
+    }
+}
+
+async fn remove_transfer(state: AppState, id: Uuid) {
+    if let Ok(mut conn) = state.conn().await {
+        let _ = diesel::delete(file_transfers::table.find(id))
+            .execute(&mut conn)
+            .await;
+        let _ = notify(&mut conn, &transfer_key(id)).await;
+    }
+}
+
+impl Drop for TransferGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            actix_web::rt::spawn(remove_transfer(self.state.clone(), self.id));
+        }
+    }
+}
