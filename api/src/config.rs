@@ -144,12 +144,12 @@ pub struct ServeArgs {
     /// Database connections per server process.
     #[arg(long, env = "CAPTURE_API_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
-    /// Lifetime of the SAS an agent gets to upload a capture (renewed on request).
-    #[arg(long, env = "CAPTURE_API_UPLOAD_SAS_MINUTES", default_value_t = 60)]
-    pub upload_sas_minutes: u64,
-    /// Lifetime of the read-only SAS URL `download` hands out.
-    #[arg(long, env = "CAPTURE_API_DOWNLOAD_SAS_MINUTES", default_value_t = 15)]
-    pub download_sas_minutes: u64,
+    /// Lifetime in seconds of the SAS an agent gets to upload a capture (renewed on request).
+    #[arg(long, env = "CAPTURE_API_UPLOAD_SAS_SECONDS", default_value_t = 3600)]
+    pub upload_sas_seconds: u64,
+    /// Lifetime in seconds of the read-only SAS URL `download` hands out.
+    #[arg(long, env = "CAPTURE_API_DOWNLOAD_SAS_SECONDS", default_value_t = 900)]
+    pub download_sas_seconds: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CAPTURE_API_WORKERS")]
     pub workers: Option<usize>,

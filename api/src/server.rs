@@ -128,8 +128,8 @@ async fn serve_with(
             Arc::new(crate::storage::secrets::SecretsKey::load_or_create(
                 &args.database.secrets_key_path(),
             )?),
-            std::time::Duration::from_secs(args.upload_sas_minutes.max(1) * 60),
-            std::time::Duration::from_secs(args.download_sas_minutes.max(1) * 60),
+            std::time::Duration::from_secs(args.upload_sas_seconds.max(1)),
+            std::time::Duration::from_secs(args.download_sas_seconds.max(1)),
         ),
     });
     let listener = TcpListener::bind(args.listen)

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agent;
+pub mod azurite;
 pub mod http;
 pub mod pcapfile;
 pub mod postgres;

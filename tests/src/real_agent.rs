@@ -101,6 +101,11 @@ impl RealAgent {
         self.spawn();
     }
 
+    /// The agent's process id (0 when it is not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

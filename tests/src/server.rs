@@ -18,6 +18,8 @@ pub struct ServerOptions {
     pub extra: Vec<String>,
     /// Address to listen on (port 0 = any free port).
     pub listen: String,
+    /// The key sealing storage account keys (shared with `storage-accounts add`).
+    pub secrets_key_file: PathBuf,
 }
 
 impl ServerOptions {
@@ -32,6 +34,10 @@ impl ServerOptions {
             tls: None,
             extra: vec![],
             listen: "127.0.0.1:0".to_string(),
+            secrets_key_file: std::env::temp_dir().join(format!(
+                "capture-secrets-{}.key",
+                uuid::Uuid::new_v4().simple()
+            )),
         }
     }
 }
@@ -79,6 +85,8 @@ impl TestServer {
         ])
         .args(["--page-size", &options.page_size.to_string()])
         .args(["--workers", "2"])
+        .arg("--secrets-key-file")
+        .arg(&options.secrets_key_file)
         .args(&options.extra);
         if let Some((cert, key)) = &options.tls {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
@@ -174,6 +182,36 @@ impl TestServer {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `capture-api storage-accounts ARGS` against this server's database; returns its
+    /// exit success, stdout and stderr. `stdin` is given to the command.
+    pub fn storage_accounts(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        use std::io::Write;
+        let mut cmd = Command::new(crate::bin("capture-api"));
+        cmd.arg("storage-accounts").args(args);
+        if let Some(url) = &self.options.database_url {
+            cmd.args(["--database-url", url]);
+        }
+        if let Some(dir) = &self.options.data_dir {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        cmd.arg("--secrets-key-file")
+            .arg(&self.options.secrets_key_file)
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("capture-api storage-accounts");
+        if let Some(mut i) = child.stdin.take() {
+            let _ = i.write_all(stdin.as_bytes());
+        }
+        let out = child.wait_with_output().expect("storage-accounts output");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 

@@ -10,6 +10,7 @@ mod e2e {
     pub mod sdk;
     pub mod semantics;
     pub mod server_ops;
+    pub mod storage;
     pub mod validation;
 }
 

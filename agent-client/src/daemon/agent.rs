@@ -1,6 +1,7 @@
 //! The agent's main loop: register, long-poll, reconcile, report; shut down on SIGTERM.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -8,13 +9,13 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::config::RunArgs;
-use super::paths;
+use super::{files, paths, upload};
 use super::session::{Outcome, Session, Spec};
 use crate::client::{AgentClient, ClientError};
 use crate::filter;
 use crate::protocol::{
     CaptureAssignment, CaptureCounters, CaptureErrorCode, CaptureReport, DesiredState,
-    RegisterRequest,
+    RegisterRequest, TransferRequest,
 };
 
 /// How long a shutdown may take to stop captures and deliver their final reports.
@@ -22,7 +23,10 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 struct Running {
     session: Session,
+    /// The file as reported (the ARM path, or the real path of an upload's spool file).
     file: String,
+    /// Where the capture goes once it has stopped, if it has a storage account.
+    upload: Option<upload::Upload>,
 }
 
 /// A report to deliver, in order, for one capture.
@@ -35,10 +39,16 @@ pub struct Agent {
     /// Every capture this process ever started or refused: each is started at most once.
     seen: HashSet<Uuid>,
     outbox: Outbox,
+    agent_id: tokio::sync::watch::Receiver<Uuid>,
+    /// The files of the captures this agent ran: the only files it ever sends.
+    files: files::FileRecord,
+    transfers_seen: HashSet<Uuid>,
+    upload_settings: Arc<upload::UploadSettings>,
+    shutting_down: bool,
 }
 
 /// Capped exponential backoff with jitter.
-fn backoff(attempt: u32) -> Duration {
+pub fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.min(6));
     let cap = base.min(Duration::from_secs(10));
     let nanos = std::time::SystemTime::now()
@@ -60,13 +70,28 @@ pub fn http_client(args: &RunArgs) -> Result<reqwest::Client, String> {
 }
 
 impl Agent {
-    pub fn new(args: RunArgs, client: AgentClient, outbox: Outbox) -> Agent {
+    pub fn new(
+        args: RunArgs,
+        client: AgentClient,
+        outbox: Outbox,
+        agent_id: tokio::sync::watch::Receiver<Uuid>,
+    ) -> Agent {
+        let files = files::FileRecord::open(&args.state_dir.join("files.tsv"));
+        let upload_settings = Arc::new(upload::UploadSettings {
+            block_size: args.upload_block_size,
+            retry_period: Duration::from_secs(args.upload_retry_seconds),
+        });
         Agent {
             args,
             client,
             running: HashMap::new(),
             seen: HashSet::new(),
             outbox,
+            agent_id,
+            files,
+            transfers_seen: HashSet::new(),
+            upload_settings,
+            shutting_down: false,
         }
     }
 
@@ -134,6 +159,7 @@ impl Agent {
                             attempt = 0;
                             since = Some(a.generation);
                             self.reconcile(&a.captures);
+                            self.send_files(&a.transfers);
                         }
                         Err(ClientError::Server { status: 404, .. }) => {
                             let Some(new_id) = self.register(&mut shutdown).await else {
@@ -179,6 +205,12 @@ impl Agent {
             if a.desired == DesiredState::Running && self.seen.insert(a.capture_id) {
                 self.start(a);
             }
+            // Keep the newest upload SAS for when the capture stops.
+            if let (Some(r), Some(t)) = (self.running.get_mut(&a.capture_id), &a.upload)
+                && let Some(job) = &mut r.upload
+            {
+                job.target = Some(t.clone());
+            }
         }
     }
 
@@ -188,13 +220,6 @@ impl Agent {
             message,
             counters: CaptureCounters::default(),
         };
-        let Some(arm_path) = &a.file_path else {
-            let _ = self.outbox.send((a.capture_id, failed(
-                CaptureErrorCode::StorageFailed,
-                "This agent writes local files only: uploads to storage accounts are not supported yet; give storageLocation.filePath.".into(),
-            )));
-            return;
-        };
         let spec = filter::compile(&a.filters)
             .map_err(|e| {
                 failed(
@@ -203,8 +228,13 @@ impl Agent {
                 )
             })
             .and_then(|expr| {
-                let file = paths::resolve(&self.args.captures_root, arm_path)
-                    .map_err(|e| failed(CaptureErrorCode::LocalFileFailed, e))?;
+                let file = match &a.file_path {
+                    Some(arm_path) => paths::resolve(&self.args.captures_root, arm_path)
+                        .map_err(|e| failed(CaptureErrorCode::LocalFileFailed, e))?,
+                    // Storage only: a spool file, removed once the upload is confirmed.
+                    None => paths::spool_file(&self.args.captures_root, a.capture_id)
+                        .map_err(|e| failed(CaptureErrorCode::LocalFileFailed, e))?,
+                };
                 Ok(Spec {
                     device: self.args.device(),
                     filter: expr,
@@ -223,23 +253,36 @@ impl Agent {
             }
         };
         tracing::info!(capture = %a.capture_id, file = %spec.file.display(), filter = %spec.filter, "starting");
+        let real_file = spec.file.clone();
+        let reported = a
+            .file_path
+            .clone()
+            .unwrap_or_else(|| real_file.display().to_string());
         match Session::start(spec) {
             Ok(session) => {
+                self.files.insert(a.capture_id, &real_file);
                 let _ = self.outbox.send((
                     a.capture_id,
                     CaptureReport::Running {
                         start_time: session.started,
                         counters: CaptureCounters {
-                            files: vec![arm_path.clone()],
+                            files: vec![reported.clone()],
                             ..Default::default()
                         },
                     },
                 ));
+                let upload = a.storage_path.as_ref().map(|_| upload::Upload {
+                    capture_id: a.capture_id,
+                    file: real_file,
+                    keep_local: a.file_path.is_some(),
+                    target: a.upload.clone(),
+                });
                 self.running.insert(
                     a.capture_id,
                     Running {
                         session,
-                        file: arm_path.clone(),
+                        file: reported,
+                        upload,
                     },
                 );
             }
@@ -271,6 +314,39 @@ impl Agent {
         for (id, outcome) in done {
             if let Some(r) = self.running.remove(&id) {
                 self.send_final(id, &r, outcome);
+                self.start_upload(r);
+            }
+        }
+    }
+
+    /// Uploads a stopped capture's file, if it has a storage account.
+    fn start_upload(&self, r: Running) {
+        let Some(job) = r.upload else {
+            return;
+        };
+        if self.shutting_down {
+            tracing::warn!(capture = %job.capture_id, file = %job.file.display(), "shutting down: not uploaded, file kept");
+            return;
+        }
+        tokio::spawn(upload::run(
+            self.client.clone(),
+            self.agent_id.clone(),
+            self.upload_settings.clone(),
+            job,
+        ));
+    }
+
+    /// Sends the files callers asked for, each once.
+    fn send_files(&mut self, transfers: &[TransferRequest]) {
+        for t in transfers {
+            if self.transfers_seen.insert(t.transfer_id) {
+                tokio::spawn(files::send(
+                    self.client.clone(),
+                    self.agent_id.clone(),
+                    t.clone(),
+                    self.files.get(t.capture_id),
+                    self.args.captures_root.clone(),
+                ));
             }
         }
     }
@@ -309,6 +385,7 @@ impl Agent {
     }
 
     async fn shutdown(mut self) {
+        self.shutting_down = true;
         tracing::info!(captures = self.running.len(), "shutting down");
         for r in self.running.values() {
             r.session.stop(true);
@@ -371,9 +448,9 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let (outbox, rx) = mpsc::unbounded_channel();
     let (id_tx, id_rx) = tokio::sync::watch::channel(Uuid::nil());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let delivery = tokio::spawn(deliver(client.clone(), id_rx, rx));
+    let delivery = tokio::spawn(deliver(client.clone(), id_rx.clone(), rx));
     let report_every = Duration::from_secs_f64(args.report_seconds.max(0.1));
-    let agent = Agent::new(args, client, outbox);
+    let agent = Agent::new(args, client, outbox, id_rx.clone());
     let main = tokio::spawn(agent.run(id_tx, stop_rx, report_every));
     shutdown_signal().await;
     let _ = stop_tx.send(true);

@@ -61,6 +61,13 @@ pub struct RunArgs {
         default_value = "/var/lib/capture-agent"
     )]
     pub state_dir: PathBuf,
+    /// How long the agent keeps trying to upload a finished capture to its storage account
+    /// before the capture is reported StorageFailed (the file is kept either way).
+    #[arg(long, env = "CAPTURE_AGENT_UPLOAD_RETRY_SECONDS", default_value_t = 900)]
+    pub upload_retry_seconds: u64,
+    /// Block size of uploads; the upload's memory is about this much.
+    #[arg(long, env = "CAPTURE_AGENT_UPLOAD_BLOCK_SIZE", default_value_t = 8 * 1024 * 1024)]
+    pub upload_block_size: usize,
     /// Seconds between counter reports of a running capture.
     #[arg(long, env = "CAPTURE_AGENT_REPORT_SECONDS", default_value_t = 2.0)]
     pub report_seconds: f64,

@@ -3,5 +3,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod files;
 pub mod paths;
 pub mod session;
+pub mod upload;

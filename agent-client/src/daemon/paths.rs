@@ -6,6 +6,14 @@ use std::path::{Path, PathBuf};
 /// The folder ARM paths name.
 pub const ARM_ROOT: &str = "/var/captures";
 
+/// The folder under the captures root holding storage-only captures until they are uploaded.
+pub const SPOOL: &str = ".uploads";
+
+/// The spool file of a storage-only capture (its folder is created 0750).
+pub fn spool_file(root: &Path, capture_id: uuid::Uuid) -> Result<PathBuf, String> {
+    resolve(root, &format!("{ARM_ROOT}/{SPOOL}/{capture_id}.cap"))
+}
+
 /// Resolves an ARM capture path to a file under `root`, creating its parent folders (mode 0750).
 /// Refuses `..`, paths outside `/var/captures`, symlinks anywhere under the root, and files that
 /// already exist (a capture never overwrites another one's file).

@@ -90,7 +90,8 @@ async fn pending_upload(
     Ok((account, blob.clone()))
 }
 
-/// A fresh upload SAS for a capture of this agent (create and write its one blob).
+/// A fresh upload SAS for a capture of this agent (create and write its one blob). The
+/// captures container is created first if it is missing.
 #[utoipa::path(
     tag = "Agent protocol",
     operation_id = "Agents_RenewUploadSas",
@@ -99,6 +100,7 @@ async fn pending_upload(
         (status = 200, description = "A new SAS URL", body = UploadTarget),
         (status = 404, description = "Unknown agent, or not a capture of this agent's machine", body = CloudError),
         (status = 409, description = "The capture has no upload pending", body = CloudError),
+        (status = 502, description = "The storage account could not be reached; retry", body = CloudError),
     )
 )]
 #[post("/agent/v1/agents/{agentId}/captures/{captureId}/upload-sas")]
@@ -110,6 +112,8 @@ pub async fn upload_sas(
     let mut conn = state.conn().await?;
     let c = own_capture(&mut conn, agent_id, capture_id).await?;
     let (account, blob) = pending_upload(&mut conn, &c).await?;
+    drop(conn);
+    state.storage.ensure_container(&account).await?;
     let sas = state.storage.upload_sas(&account, &blob)?;
     Ok(HttpResponse::Ok().json(UploadTarget {
         blob_url: sas.url,
