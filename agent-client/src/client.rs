@@ -172,7 +172,9 @@ impl AgentClient {
         transfer_id: Uuid,
         message: &str,
     ) -> Result<(), ClientError> {
-        let url = self.url(&format!("/agents/{agent_id}/transfers/{transfer_id}/failure"))?;
+        let url = self.url(&format!(
+            "/agents/{agent_id}/transfers/{transfer_id}/failure"
+        ))?;
         let resp = self
             .http
             .post(url)

@@ -157,6 +157,19 @@ pub struct Assignments {
     /// Files callers asked for (`download` of a capture kept on the machine).
     #[serde(default)]
     pub transfers: Vec<TransferRequest>,
+    /// Stopped captures whose upload has not been confirmed (for example because the agent
+    /// restarted meanwhile): upload them if their file is still here.
+    #[serde(default)]
+    pub uploads: Vec<PendingUpload>,
+}
+
+/// A stopped capture still to be uploaded to its storage account.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingUpload {
+    pub capture_id: Uuid,
+    /// The capture also keeps its local file (`filePath` given): do not remove it.
+    pub keep_local: bool,
 }
 
 /// Why a capture stopped. Serialized as the `stopReason` of the ARM status.

@@ -80,7 +80,9 @@ pub async fn storage_accounts(cmd: StorageAccountsCommand) -> Result<(), Startup
                 println!("removed {id}");
                 Ok(())
             } else {
-                Err(StartupError(format!("no storage account '{id}' is registered")))
+                Err(StartupError(format!(
+                    "no storage account '{id}' is registered"
+                )))
             }
         }
     }
@@ -98,7 +100,9 @@ async fn add(args: StorageAccountAddArgs) -> Result<(), StartupError> {
     } else if let Some(v) = args.key_env {
         KeySource::Env(v)
     } else {
-        return Err(StartupError("give --key-stdin, --key-file or --key-env".into()));
+        return Err(StartupError(
+            "give --key-stdin, --key-file or --key-env".into(),
+        ));
     };
     let name = crate::arm::ids::ResourceId::parse(&args.id)
         .map(|r| r.name().to_lowercase())

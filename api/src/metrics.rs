@@ -10,6 +10,9 @@ impl Counter {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -37,6 +40,9 @@ pub struct Metrics {
     pub responses_5xx: Counter,
     pub captures_created: Counter,
     pub polls_waiting: Gauge,
+    pub uploads_verified: Counter,
+    pub uploads_failed: Counter,
+    pub file_bytes_streamed: Counter,
 }
 
 impl Metrics {
@@ -46,12 +52,18 @@ impl Metrics {
              # HELP capture_api_responses_client_errors_total 4xx responses.\n# TYPE capture_api_responses_client_errors_total counter\ncapture_api_responses_client_errors_total {}\n\
              # HELP capture_api_responses_server_errors_total 5xx responses.\n# TYPE capture_api_responses_server_errors_total counter\ncapture_api_responses_server_errors_total {}\n\
              # HELP capture_api_capture_puts_total Successful packet capture PUTs.\n# TYPE capture_api_capture_puts_total counter\ncapture_api_capture_puts_total {}\n\
-             # HELP capture_api_agent_polls_in_flight Agent long polls being served.\n# TYPE capture_api_agent_polls_in_flight gauge\ncapture_api_agent_polls_in_flight {}\n",
+             # HELP capture_api_agent_polls_in_flight Agent long polls being served.\n# TYPE capture_api_agent_polls_in_flight gauge\ncapture_api_agent_polls_in_flight {}\n\
+             # HELP capture_api_uploads_verified_total Capture uploads to storage accounts checked complete.\n# TYPE capture_api_uploads_verified_total counter\ncapture_api_uploads_verified_total {}\n\
+             # HELP capture_api_uploads_failed_total Capture uploads given up by agents (StorageFailed).\n# TYPE capture_api_uploads_failed_total counter\ncapture_api_uploads_failed_total {}\n\
+             # HELP capture_api_file_bytes_streamed_total Bytes of capture files streamed from agents to callers.\n# TYPE capture_api_file_bytes_streamed_total counter\ncapture_api_file_bytes_streamed_total {}\n",
             self.requests.get(),
             self.responses_4xx.get(),
             self.responses_5xx.get(),
             self.captures_created.get(),
             self.polls_waiting.get(),
+            self.uploads_verified.get(),
+            self.uploads_failed.get(),
+            self.file_bytes_streamed.get(),
         )
     }
 }

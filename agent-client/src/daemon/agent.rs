@@ -9,13 +9,13 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::config::RunArgs;
-use super::{files, paths, upload};
 use super::session::{Outcome, Session, Spec};
+use super::{files, paths, upload};
 use crate::client::{AgentClient, ClientError};
 use crate::filter;
 use crate::protocol::{
     CaptureAssignment, CaptureCounters, CaptureErrorCode, CaptureReport, DesiredState,
-    RegisterRequest, TransferRequest,
+    PendingUpload, RegisterRequest, TransferRequest,
 };
 
 /// How long a shutdown may take to stop captures and deliver their final reports.
@@ -43,6 +43,8 @@ pub struct Agent {
     /// The files of the captures this agent ran: the only files it ever sends.
     files: files::FileRecord,
     transfers_seen: HashSet<Uuid>,
+    /// Captures whose upload this process started (each at most once).
+    uploads_started: HashSet<Uuid>,
     upload_settings: Arc<upload::UploadSettings>,
     shutting_down: bool,
 }
@@ -90,6 +92,7 @@ impl Agent {
             agent_id,
             files,
             transfers_seen: HashSet::new(),
+            uploads_started: HashSet::new(),
             upload_settings,
             shutting_down: false,
         }
@@ -160,6 +163,7 @@ impl Agent {
                             since = Some(a.generation);
                             self.reconcile(&a.captures);
                             self.send_files(&a.transfers);
+                            self.resume_uploads(&a.uploads);
                         }
                         Err(ClientError::Server { status: 404, .. }) => {
                             let Some(new_id) = self.register(&mut shutdown).await else {
@@ -229,7 +233,7 @@ impl Agent {
             })
             .and_then(|expr| {
                 let file = match &a.file_path {
-                    Some(arm_path) => paths::resolve(&self.args.captures_root, arm_path)
+                    Some(arm_path) => paths::capture_file(&self.args.captures_root, arm_path)
                         .map_err(|e| failed(CaptureErrorCode::LocalFileFailed, e))?,
                     // Storage only: a spool file, removed once the upload is confirmed.
                     None => paths::spool_file(&self.args.captures_root, a.capture_id)
@@ -320,14 +324,50 @@ impl Agent {
     }
 
     /// Uploads a stopped capture's file, if it has a storage account.
-    fn start_upload(&self, r: Running) {
+    fn start_upload(&mut self, r: Running) {
         let Some(job) = r.upload else {
             return;
         };
+        self.spawn_upload(job);
+    }
+
+    /// Uploads of stopped captures that this process did not start (it restarted since).
+    fn resume_uploads(&mut self, pending: &[PendingUpload]) {
+        for p in pending {
+            if self.uploads_started.contains(&p.capture_id)
+                || self.running.contains_key(&p.capture_id)
+            {
+                continue;
+            }
+            match self.files.get(p.capture_id) {
+                Some(file) => {
+                    tracing::info!(capture = %p.capture_id, file = %file.display(), "resuming an upload");
+                    self.spawn_upload(upload::Upload {
+                        capture_id: p.capture_id,
+                        file,
+                        keep_local: p.keep_local,
+                        target: None,
+                    });
+                }
+                None => {
+                    self.uploads_started.insert(p.capture_id);
+                    tokio::spawn(upload::give_up(
+                        self.client.clone(),
+                        self.agent_id.clone(),
+                        p.capture_id,
+                        "this agent has no file for the capture (it did not run it, or lost its record).".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn spawn_upload(&mut self, job: upload::Upload) {
         if self.shutting_down {
             tracing::warn!(capture = %job.capture_id, file = %job.file.display(), "shutting down: not uploaded, file kept");
             return;
         }
+        self.uploads_started.insert(job.capture_id);
         tokio::spawn(upload::run(
             self.client.clone(),
             self.agent_id.clone(),

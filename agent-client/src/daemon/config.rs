@@ -63,7 +63,11 @@ pub struct RunArgs {
     pub state_dir: PathBuf,
     /// How long the agent keeps trying to upload a finished capture to its storage account
     /// before the capture is reported StorageFailed (the file is kept either way).
-    #[arg(long, env = "CAPTURE_AGENT_UPLOAD_RETRY_SECONDS", default_value_t = 900)]
+    #[arg(
+        long,
+        env = "CAPTURE_AGENT_UPLOAD_RETRY_SECONDS",
+        default_value_t = 900
+    )]
     pub upload_retry_seconds: u64,
     /// Block size of uploads; the upload's memory is about this much.
     #[arg(long, env = "CAPTURE_AGENT_UPLOAD_BLOCK_SIZE", default_value_t = 8 * 1024 * 1024)]

@@ -84,7 +84,12 @@ pub async fn send(
                 }
             });
             client
-                .send_transfer(agent, t.transfer_id, size, reqwest::Body::wrap_stream(stream))
+                .send_transfer(
+                    agent,
+                    t.transfer_id,
+                    size,
+                    reqwest::Body::wrap_stream(stream),
+                )
                 .await
         }
         Err(reason) => {

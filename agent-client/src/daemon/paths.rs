@@ -9,6 +9,16 @@ pub const ARM_ROOT: &str = "/var/captures";
 /// The folder under the captures root holding storage-only captures until they are uploaded.
 pub const SPOOL: &str = ".uploads";
 
+/// Resolves the `filePath` of a capture: [`resolve`], but never inside the spool folder.
+pub fn capture_file(root: &Path, arm_path: &str) -> Result<PathBuf, String> {
+    if arm_path.starts_with(&format!("{ARM_ROOT}/{SPOOL}/")) {
+        return Err(format!(
+            "'{arm_path}' is inside {ARM_ROOT}/{SPOOL}, which the agent keeps for uploads"
+        ));
+    }
+    resolve(root, arm_path)
+}
+
 /// The spool file of a storage-only capture (its folder is created 0750).
 pub fn spool_file(root: &Path, capture_id: uuid::Uuid) -> Result<PathBuf, String> {
     resolve(root, &format!("{ARM_ROOT}/{SPOOL}/{capture_id}.cap"))
@@ -97,6 +107,14 @@ mod tests {
         std::fs::remove_dir_all(&outside).unwrap();
         std::fs::write(root.join("a/exists.cap"), b"x").unwrap();
         assert!(resolve(&root, "/var/captures/a/exists.cap").is_err());
+        assert!(capture_file(&root, "/var/captures/.uploads/x.cap").is_err());
+        let id = uuid::Uuid::new_v4();
+        let spool = spool_file(&root, id).unwrap();
+        assert!(
+            spool.ends_with(format!(".uploads/{id}.cap")),
+            "{}",
+            spool.display()
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -124,7 +124,7 @@ pub async fn run(
                 message: format!("the capture file cannot be read: {e}."),
                 local_path,
             };
-            deliver(&client, &agent_id, id, &result, deadline).await;
+            deliver(&client, &agent_id, id, &result).await;
             return;
         }
     };
@@ -147,7 +147,7 @@ pub async fn run(
                 ),
                 local_path,
             };
-            deliver(&client, &agent_id, id, &result, deadline).await;
+            deliver(&client, &agent_id, id, &result).await;
             return;
         }
         if attempt > 0 {
@@ -204,22 +204,23 @@ pub async fn run(
             }
         }
         let content_md5 = STANDARD.encode(progress.md5.clone().finalize());
-        let result = UploadResult::Uploaded {
-            size,
-            content_md5,
-        };
+        let result = UploadResult::Uploaded { size, content_md5 };
         let agent = *agent_id.borrow();
         match client.upload_result(agent, id, &result).await {
             Ok(()) => {
                 tracing::info!(capture = %id, bytes = size, "uploaded and verified");
-                if !job.keep_local {
-                    if let Err(e) = std::fs::remove_file(&job.file) {
-                        tracing::warn!(capture = %id, error = %e, "cannot remove the uploaded file");
-                    }
+                if !job.keep_local
+                    && let Err(e) = std::fs::remove_file(&job.file)
+                {
+                    tracing::warn!(capture = %id, error = %e, "cannot remove the uploaded file");
                 }
                 return;
             }
-            Err(ClientError::Server { status: 409, code, message }) if code == "UploadMismatch" => {
+            Err(ClientError::Server {
+                status: 409,
+                code,
+                message,
+            }) if code == "UploadMismatch" => {
                 // Start again from the first block.
                 last_error = message;
                 progress = Progress {
@@ -304,7 +305,6 @@ async fn deliver(
     agent_id: &watch::Receiver<Uuid>,
     id: Uuid,
     result: &UploadResult,
-    _deadline: tokio::time::Instant,
 ) {
     let mut attempt = 0;
     loop {
@@ -319,4 +319,18 @@ async fn deliver(
             }
         }
     }
+}
+
+/// Reports an upload that cannot happen at all.
+pub async fn give_up(
+    client: AgentClient,
+    agent_id: watch::Receiver<Uuid>,
+    capture_id: Uuid,
+    message: String,
+) {
+    let result = UploadResult::Failed {
+        message,
+        local_path: String::new(),
+    };
+    deliver(&client, &agent_id, capture_id, &result).await;
 }

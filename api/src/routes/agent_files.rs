@@ -197,16 +197,26 @@ pub async fn upload_result(
                 ))
                 .execute(&mut conn)
                 .await?;
+            state.metrics.uploads_verified.inc();
             tracing::info!(capture = %c.id, bytes = size, "upload verified");
         }
         UploadResult::Failed {
             message,
             local_path,
         } => {
-            let message = format!(
-                "The capture could not be uploaded to the storage account: {message} The capture file is kept on the machine at {local_path}."
-            );
-            let mut errors: Vec<String> = serde_json::from_value(c.errors.clone()).unwrap_or_default();
+            let message = if local_path.is_empty() {
+                format!("The capture could not be uploaded to the storage account: {message}")
+            } else {
+                format!(
+                    "The capture could not be uploaded to the storage account: {message} The capture file is kept on the machine at {local_path}."
+                )
+            };
+            let files: Vec<&str> = Some(local_path.as_str())
+                .filter(|p| !p.is_empty())
+                .into_iter()
+                .collect();
+            let mut errors: Vec<String> =
+                serde_json::from_value(c.errors.clone()).unwrap_or_default();
             if !errors.iter().any(|e| e == "StorageFailed") {
                 errors.push("StorageFailed".into());
             }
@@ -216,11 +226,12 @@ pub async fn upload_result(
                     packet_captures::status.eq("Error"),
                     packet_captures::errors.eq(serde_json::json!(errors)),
                     packet_captures::error_message.eq(&message),
-                    packet_captures::files.eq(serde_json::json!([local_path])),
+                    packet_captures::files.eq(serde_json::json!(files)),
                     packet_captures::updated_at.eq(Utc::now()),
                 ))
                 .execute(&mut conn)
                 .await?;
+            state.metrics.uploads_failed.inc();
             tracing::warn!(capture = %c.id, "upload failed; file kept on the machine");
         }
     }
@@ -346,7 +357,10 @@ pub async fn send_file(
     let (state_now, message) = if received == size {
         ("Done", None)
     } else {
-        ("Failed", Some(format!("the agent sent {received} of {size} bytes")))
+        (
+            "Failed",
+            Some(format!("the agent sent {received} of {size} bytes")),
+        )
     };
     diesel::update(
         file_transfers::table

@@ -8,7 +8,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
 use agent_client::{
     Assignments, CaptureAssignment, CaptureCounters, CaptureFilter, CaptureReport, DesiredState,
-    FilterProtocol, RegisterRequest, RegisterResponse, StopReason, TransferRequest, UploadTarget,
+    FilterProtocol, PendingUpload, RegisterRequest, RegisterResponse, StopReason, TransferRequest,
+    UploadTarget,
 };
 use chrono::Utc;
 use diesel::prelude::*;
@@ -202,7 +203,23 @@ async fn assignments(
             capture_id,
         })
         .collect();
-    let generation = content_generation(&captures, &transfers);
+    let uploads: Vec<PendingUpload> = packet_captures::table
+        .filter(packet_captures::machine_key.eq(machine_key))
+        .filter(packet_captures::upload_state.eq("Pending"))
+        .filter(packet_captures::status.eq_any(["Stopped", "Error"]))
+        .order((packet_captures::created_at, packet_captures::id))
+        .select(CaptureRow::as_select())
+        .load(conn)
+        .await?
+        .iter()
+        .filter_map(|c| {
+            to_assignment(c).map(|a| PendingUpload {
+                capture_id: c.id,
+                keep_local: a.file_path.is_some(),
+            })
+        })
+        .collect();
+    let generation = content_generation(&captures, &transfers, &uploads);
     // Upload credentials last: they are not part of the generation.
     let account_ids: Vec<Uuid> = rows.iter().filter_map(|r| r.storage_account_id).collect();
     let accounts = crate::storage::accounts::by_ids(conn, &account_ids).await?;
@@ -229,16 +246,22 @@ async fn assignments(
         generation,
         captures,
         transfers,
+        uploads,
     })
 }
 
-fn content_generation(captures: &[CaptureAssignment], transfers: &[TransferRequest]) -> i64 {
+fn content_generation(
+    captures: &[CaptureAssignment],
+    transfers: &[TransferRequest],
+    uploads: &[PendingUpload],
+) -> i64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_vec(captures)
         .unwrap_or_default()
         .hash(&mut h);
     transfers.hash(&mut h);
+    uploads.hash(&mut h);
     // Never 0: an agent that has nothing yet sends no `since`.
     (h.finish() >> 1) as i64 | 1
 }

@@ -261,6 +261,7 @@ async fn stream_from_agent(state: &AppState, c: CaptureRow) -> ApiResult<HttpRes
         match r.next_chunk().await {
             Ok(bytes) => {
                 r.sent += bytes.len() as u64;
+                r.state.metrics.file_bytes_streamed.add(bytes.len() as u64);
                 Some((Ok::<_, actix_web::Error>(bytes), r))
             }
             Err(e) => {
@@ -308,13 +309,12 @@ impl ChunkReader {
         loop {
             self.sub.mark_seen();
             let mut conn = self.state.conn().await.map_err(|e| e.to_string())?;
-            let data: Option<Vec<u8>> =
-                diesel::delete(transfer_chunks::table.find((id, self.seq)))
-                    .returning(transfer_chunks::data)
-                    .get_result(&mut conn)
-                    .await
-                    .optional()
-                    .map_err(|e| e.to_string())?;
+            let data: Option<Vec<u8>> = diesel::delete(transfer_chunks::table.find((id, self.seq)))
+                .returning(transfer_chunks::data)
+                .get_result(&mut conn)
+                .await
+                .optional()
+                .map_err(|e| e.to_string())?;
             if let Some(data) = data {
                 self.seq += 1;
                 // Room for the agent's next chunk.

@@ -124,9 +124,10 @@ mod tests {
             https_only: true,
         }
         .sign(b"key");
-        let q: std::collections::HashMap<String, String> = url::form_urlencoded::parse(sas.as_bytes())
-            .into_owned()
-            .collect();
+        let q: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(sas.as_bytes())
+                .into_owned()
+                .collect();
         assert_eq!(q["sp"], "cw");
         assert_eq!(q["sr"], "b");
         assert_eq!(q["spr"], "https");

@@ -44,7 +44,10 @@ struct World {
     account: String,
 }
 
-async fn setup(agent_flags: &[&str], configure: impl FnOnce(&mut e2e_tests::ServerOptions)) -> World {
+async fn setup(
+    agent_flags: &[&str],
+    configure: impl FnOnce(&mut e2e_tests::ServerOptions),
+) -> World {
     let azurite = Azurite::start();
     let ctx = Ctx::with(configure).await;
     ctx.create_watcher("nw1").await;
@@ -90,12 +93,21 @@ async fn start(w: &World, name: &str, storage_location: Value, extra: Value) -> 
 }
 
 async fn stop(w: &World, name: &str) {
-    let r = w.ctx.api.post(&w.ctx.capture_action("nw1", name, "stop")).await;
+    let r = w
+        .ctx
+        .api
+        .post(&w.ctx.capture_action("nw1", name, "stop"))
+        .await;
     assert!(r.status.is_success(), "{}", r.text);
 }
 
 /// Polls queryStatus until `done` holds (up to `timeout`).
-async fn wait_status(w: &World, name: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+async fn wait_status(
+    w: &World,
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let url = w.ctx.capture_action("nw1", name, "queryStatus");
     let deadline = Instant::now() + timeout;
     loop {
@@ -159,7 +171,11 @@ fn tags_of(bytes: &[u8]) -> BTreeSet<String> {
     file.packets()
         .into_iter()
         .filter(|p| p.proto == 17)
-        .map(|p| String::from_utf8_lossy(&p.payload).trim_end_matches('.').to_string())
+        .map(|p| {
+            String::from_utf8_lossy(&p.payload)
+                .trim_end_matches('.')
+                .to_string()
+        })
         .collect()
 }
 
@@ -171,7 +187,11 @@ fn send_tagged(port: u16, tags: &[&str]) {
 
 fn spool_files(agent: &RealAgent) -> Vec<String> {
     std::fs::read_dir(agent.captures_root.join(".uploads"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().display().to_string()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().display().to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -200,17 +220,32 @@ async fn storage_only_capture_lands_at_the_azure_path_and_leaves_nothing_on_the_
         .unwrap_or_else(|| panic!("{storage_path} does not start with {prefix}"));
     let parts: Vec<&str> = rest.split('/').collect();
     assert_eq!(parts.len(), 4, "{rest}");
-    assert!(parts[0].len() == 4 && parts[1].len() == 2 && parts[2].len() == 2, "{rest}");
+    assert!(
+        parts[0].len() == 4 && parts[1].len() == 2 && parts[2].len() == 2,
+        "{rest}"
+    );
     let file = parts[3];
-    assert!(file.starts_with("packetcapture_") && file.ends_with(".cap"), "{file}");
-    let stamp: Vec<&str> = file["packetcapture_".len()..file.len() - 4].split('_').collect();
-    assert_eq!(stamp.iter().map(|s| s.len()).collect::<Vec<_>>(), [2, 2, 2, 3], "{file}");
+    assert!(
+        file.starts_with("packetcapture_") && file.ends_with(".cap"),
+        "{file}"
+    );
+    let stamp: Vec<&str> = file["packetcapture_".len()..file.len() - 4]
+        .split('_')
+        .collect();
+    assert_eq!(
+        stamp.iter().map(|s| s.len()).collect::<Vec<_>>(),
+        [2, 2, 2, 3],
+        "{file}"
+    );
 
     send_tagged(9301, &["s-1", "s-2", "s-3"]);
     send_tagged(9302, &["noise"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop(&w, "pc1").await;
-    let status = wait_status(&w, "pc1", Duration::from_secs(30), |s| has_file(s, &storage_path)).await;
+    let status = wait_status(&w, "pc1", Duration::from_secs(30), |s| {
+        has_file(s, &storage_path)
+    })
+    .await;
     assert_eq!(status["packetCaptureStatus"], "Stopped", "{status}");
     assert_eq!(status["captureFiles"], json!([storage_path]), "{status}");
 
@@ -220,9 +255,16 @@ async fn storage_only_capture_lands_at_the_azure_path_and_leaves_nothing_on_the_
     assert!(url.starts_with(&format!("{storage_path}?")), "{url}");
     let (code, bytes) = fetch(url).await;
     assert_eq!(code, 200);
-    assert_eq!(tags_of(&bytes), ["s-1", "s-2", "s-3"].map(String::from).into());
+    assert_eq!(
+        tags_of(&bytes),
+        ["s-1", "s-2", "s-3"].map(String::from).into()
+    );
     // The spool file is gone once the server confirmed the upload.
-    assert!(spool_files(&w.agent).is_empty(), "{:?}", spool_files(&w.agent));
+    assert!(
+        spool_files(&w.agent).is_empty(),
+        "{:?}",
+        spool_files(&w.agent)
+    );
     // Nothing of the key in the logs.
     assert!(!w.ctx.server.log_text().contains(ACCOUNT_KEY));
     assert!(!w.agent.log_text().contains(ACCOUNT_KEY));
@@ -238,7 +280,8 @@ async fn storage_only_capture_lands_at_the_azure_path_and_leaves_nothing_on_the_
 }
 
 #[tokio::test]
-async fn both_keeps_the_local_file_and_uploads_the_same_bytes_and_file_only_downloads_through_the_agent() {
+async fn both_keeps_the_local_file_and_uploads_the_same_bytes_and_file_only_downloads_through_the_agent()
+ {
     let w = setup(&[], |_| {}).await;
     let both = format!("/var/captures/{}/both.cap", uuid::Uuid::new_v4().simple());
     let created = start(
@@ -271,8 +314,15 @@ async fn both_keeps_the_local_file_and_uploads_the_same_bytes_and_file_only_down
 
     stop(&w, "both").await;
     stop(&w, "local").await;
-    let status = wait_status(&w, "both", Duration::from_secs(30), |s| has_file(s, &storage_path)).await;
-    assert_eq!(status["captureFiles"], json!([storage_path, both]), "{status}");
+    let status = wait_status(&w, "both", Duration::from_secs(30), |s| {
+        has_file(s, &storage_path)
+    })
+    .await;
+    assert_eq!(
+        status["captureFiles"],
+        json!([storage_path, both]),
+        "{status}"
+    );
     let d = download(&w, "both").await;
     assert_eq!(d["source"], "StorageAccount");
     let (code, blob) = fetch(d["downloadUrl"].as_str().unwrap()).await;
@@ -295,7 +345,10 @@ async fn both_keeps_the_local_file_and_uploads_the_same_bytes_and_file_only_down
     let streamed = r.bytes().await.unwrap().to_vec();
     let local = std::fs::read(w.agent.file(&local_only)).unwrap();
     assert_eq!(streamed, local);
-    assert_eq!(tags_of(&streamed), ["l-1", "l-2", "l-3"].map(String::from).into());
+    assert_eq!(
+        tags_of(&streamed),
+        ["l-1", "l-2", "l-3"].map(String::from).into()
+    );
     // And with Accept: application/octet-stream, the action answers with the file itself.
     assert_eq!(download_file(&w, "local").await, (200, local));
 }
@@ -341,16 +394,20 @@ async fn unknown_and_premium_accounts_are_refused_and_keys_never_show() {
     assert!(out.contains(&premium) && out.contains("premium"), "{out}");
     assert!(!out.contains(ACCOUNT_KEY), "{out}");
 
-    let body = |storage_id: &str| {
-        json!({"properties": {"target": ctx.vm("vm1"), "storageLocation": {"storageId": storage_id}}})
-    };
+    let body = |storage_id: &str| json!({"properties": {"target": ctx.vm("vm1"), "storageLocation": {"storageId": storage_id}}});
     let r = ctx
         .api
-        .put(&ctx.capture("nw1", "pc1"), &body(&storage_id(&ctx, "nosuch")))
+        .put(
+            &ctx.capture("nw1", "pc1"),
+            &body(&storage_id(&ctx, "nosuch")),
+        )
         .await;
     let e = r.assert_error(400, "StorageAccountNotFound");
     assert_eq!(e["target"], "properties.storageLocation.storageId");
-    let r = ctx.api.put(&ctx.capture("nw1", "pc1"), &body(&premium)).await;
+    let r = ctx
+        .api
+        .put(&ctx.capture("nw1", "pc1"), &body(&premium))
+        .await;
     let e = r.assert_error(400, "PremiumStorageAccountNotSupported");
     assert!(
         e["message"]
@@ -386,7 +443,9 @@ async fn upload_sas_can_create_and_write_its_blob_only_and_expires() {
         .await;
     assert_eq!(r.status.as_u16(), 201, "{}", r.text);
     let id = crate::capture_id(&ctx, "nw1", "pc1").await;
-    let a = agent.wait_for(id, agent_client::DesiredState::Running).await;
+    let a = agent
+        .wait_for(id, agent_client::DesiredState::Running)
+        .await;
     let target = a.captures[0].upload.clone().expect("an upload SAS");
     let sas = target.blob_url.clone();
     let q: std::collections::HashMap<String, String> = reqwest::Url::parse(&sas)
@@ -422,9 +481,19 @@ async fn upload_sas_can_create_and_write_its_blob_only_and_expires() {
     // A renewal gives a working one, to the agent of the machine only.
     let client = agent_client::AgentClient::new(&ctx.server.url, reqwest::Client::new()).unwrap();
     let fresh = client.upload_sas(agent.agent_id, id).await.unwrap();
-    assert_eq!(put(fresh.blob_url.clone(), "renewed").await.unwrap().status().as_u16(), 201);
+    assert_eq!(
+        put(fresh.blob_url.clone(), "renewed")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        201
+    );
     let other_agent = ScriptedAgent::register(&ctx.server.url, &ctx.vm("vm2"), "eastus").await;
-    let e = client.upload_sas(other_agent.agent_id, id).await.unwrap_err();
+    let e = client
+        .upload_sas(other_agent.agent_id, id)
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(404), "{e}");
 }
 
@@ -461,15 +530,25 @@ async fn upload_survives_a_storage_restart_and_gives_up_after_the_retry_period()
     w.azurite.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
     w.azurite.restart();
-    let status = wait_status(&w, "pc1", Duration::from_secs(60), |s| has_file(s, &storage_path)).await;
+    let status = wait_status(&w, "pc1", Duration::from_secs(60), |s| {
+        has_file(s, &storage_path)
+    })
+    .await;
     assert_eq!(status["packetCaptureStatus"], "Stopped", "{status}");
     let (code, blob) = fetch(download(&w, "pc1").await["downloadUrl"].as_str().unwrap()).await;
     assert_eq!(code, 200);
     let local = std::fs::read(w.agent.file(&path)).unwrap();
     assert!(local.len() > 10_000_000, "{}", local.len());
-    assert!(blob == local, "the blob ({} bytes) differs from the file ({} bytes)", blob.len(), local.len());
     assert!(
-        w.agent.log_text().contains("upload attempt failed; retrying")
+        blob == local,
+        "the blob ({} bytes) differs from the file ({} bytes)",
+        blob.len(),
+        local.len()
+    );
+    assert!(
+        w.agent
+            .log_text()
+            .contains("upload attempt failed; retrying")
             || w.agent.log_text().contains("upload starts over"),
         "the upload was not interrupted"
     );
@@ -492,15 +571,27 @@ async fn upload_survives_a_storage_restart_and_gives_up_after_the_retry_period()
         s["packetCaptureStatus"] == "Error"
     })
     .await;
-    assert_eq!(status["packetCaptureError"], json!(["StorageFailed"]), "{status}");
+    assert_eq!(
+        status["packetCaptureError"],
+        json!(["StorageFailed"]),
+        "{status}"
+    );
     let kept = status["captureFiles"][0].as_str().unwrap().to_string();
-    assert!(status["errorMessage"].as_str().unwrap().contains(&kept), "{status}");
+    assert!(
+        status["errorMessage"].as_str().unwrap().contains(&kept),
+        "{status}"
+    );
     let bytes = std::fs::read(&kept).unwrap();
-    assert_eq!(tags_of(&bytes), ["kept-1", "kept-2"].map(String::from).into());
+    assert_eq!(
+        tags_of(&bytes),
+        ["kept-1", "kept-2"].map(String::from).into()
+    );
     // And it can still be downloaded, through the agent.
     let d = download(&w, "pc2").await;
     assert_eq!(d["source"], "Agent", "{d}");
-    let r = reqwest::get(d["downloadUrl"].as_str().unwrap()).await.unwrap();
+    let r = reqwest::get(d["downloadUrl"].as_str().unwrap())
+        .await
+        .unwrap();
     assert_eq!(r.bytes().await.unwrap().to_vec(), bytes);
 }
 
@@ -516,6 +607,42 @@ fn dir_size(dir: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_restarted_agent_resumes_the_uploads_it_had_not_finished() {
+    let mut w = setup(&[], |_| {}).await;
+    let created = start(
+        &w,
+        "pc1",
+        json!({"storageId": w.account}),
+        json!({"filters": [{"protocol": "UDP", "localPort": "9341"}]}),
+    )
+    .await;
+    let storage_path = created["properties"]["storageLocation"]["storagePath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    send_tagged(9341, &["r-1", "r-2"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.azurite.stop();
+    stop(&w, "pc1").await;
+    w.ctx.wait_capture_status("nw1", "pc1", "Stopped").await;
+    // The agent dies while its upload retries; the blob store comes back while it is down.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.agent.kill();
+    w.azurite.restart();
+    w.agent.restart();
+    let status = wait_status(&w, "pc1", Duration::from_secs(30), |s| {
+        has_file(s, &storage_path)
+    })
+    .await;
+    assert_eq!(status["packetCaptureStatus"], "Stopped", "{status}");
+    let (code, blob) = fetch(download(&w, "pc1").await["downloadUrl"].as_str().unwrap()).await;
+    assert_eq!(code, 200);
+    assert_eq!(tags_of(&blob), ["r-1", "r-2"].map(String::from).into());
+    assert!(w.agent.log_text().contains("resuming an upload"));
+    assert!(spool_files(&w.agent).is_empty());
 }
 
 /// Peak resident memory of a process, in bytes.
@@ -565,7 +692,10 @@ async fn a_512_mib_capture_uploads_with_bounded_agent_memory() {
     assert_eq!(status["stopReason"], "TotalBytesExceeded", "{status}");
     let bytes = status["bytesCaptured"].as_u64().unwrap();
     assert!(bytes >= limit - 16 * 1024, "{status}");
-    let status = wait_status(&w, "big", Duration::from_secs(240), |s| has_file(s, &storage_path)).await;
+    let status = wait_status(&w, "big", Duration::from_secs(240), |s| {
+        has_file(s, &storage_path)
+    })
+    .await;
     assert_eq!(status["packetCaptureStatus"], "Stopped", "{status}");
     // The blob is the whole file: its size is the pcap header plus each record's header and data.
     let d = download(&w, "big").await;
@@ -576,12 +706,19 @@ async fn a_512_mib_capture_uploads_with_bounded_agent_memory() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let blob_size: u64 = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let blob_size: u64 = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let packets = status["packetsCaptured"].as_u64().unwrap();
     assert_eq!(blob_size, 24 + 16 * packets + bytes, "{status}");
     assert!(blob_size > limit, "{blob_size}");
     let rss = peak_rss(w.agent.pid());
-    println!("agent peak RSS during a {blob_size}-byte upload: {} MiB", rss >> 20);
+    println!(
+        "agent peak RSS during a {blob_size}-byte upload: {} MiB",
+        rss >> 20
+    );
     assert!(rss < 160 * 1024 * 1024, "agent peak RSS {} MiB", rss >> 20);
     assert!(spool_files(&w.agent).is_empty());
 }
