@@ -55,6 +55,8 @@ impl Api {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(60))
+                // Below the server's 5 s keep-alive: never reuse a connection it is closing.
+                .pool_idle_timeout(std::time::Duration::from_secs(2))
                 .build()
                 .expect("client"),
         }

@@ -3,6 +3,8 @@
 //! - `capture-bench latency --url URL --count N`: time from a PUT's 201 to a long-polling agent
 //!   receiving the assignment, one capture at a time.
 //! - `capture-bench agents --url URL --count N --seconds S`: N agents long-polling at once.
+//! - `capture-bench upload-sas --url URL --vm ID`: registers the machine as an agent and prints
+//!   the upload SAS URL of its first assigned capture (the baseline of the upload benchmark).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -53,6 +55,17 @@ async fn main() {
             let sent: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
             let secs = started.elapsed().as_secs_f64();
             println!("sent {sent} in {secs:.3} s ({:.0}/s)", sent as f64 / secs);
+        }
+        Some("upload-sas") => {
+            let vm = arg(&args, "--vm", "");
+            let agent = ScriptedAgent::register(&url, &vm, "eastus").await;
+            let a = agent.poll(None, Duration::from_secs(5)).await;
+            let sas = a
+                .captures
+                .iter()
+                .find_map(|c| c.upload.as_ref())
+                .expect("a capture with a storage account assigned to the machine");
+            println!("{}", sas.blob_url);
         }
         Some("startlat") => {
             let root = arg(&args, "--captures-root", "/var/captures");

@@ -341,24 +341,6 @@ async fn capture_errors_are_reported_with_their_codes() {
         .await;
     assert_eq!(s.body["packetCaptureStatus"], "Error");
     assert_eq!(s.body["packetCaptureError"], json!(["CaptureFailed"]));
-
-    // Storage-only captures need uploads, which this agent does not do yet: a clear StorageFailed.
-    let body = json!({"properties": {"target": ctx.vm("vm1"), "storageLocation": {"storageId": format!("/subscriptions/{}/resourceGroups/rg1/providers/Microsoft.Storage/storageAccounts/acct", ctx.sub)}}});
-    let r = ctx.api.put(&ctx.capture("nw1", "storage"), &body).await;
-    assert!(
-        r.body["properties"]["storageLocation"]["storagePath"]
-            .as_str()
-            .unwrap()
-            .starts_with("https://acct.blob.core.windows.net/network-watcher-logs/subscriptions/")
-    );
-    let op = ctx
-        .api
-        .wait_operation(
-            &r.header("azure-asyncoperation").unwrap(),
-            Duration::from_secs(20),
-        )
-        .await;
-    assert_eq!(op["error"]["code"], "StorageFailed");
 }
 
 #[tokio::test]
