@@ -128,7 +128,15 @@ impl ApiError {
                     S::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "StorageAccountUnreachable"),
                     S::Refused { .. } => (StatusCode::BAD_GATEWAY, "StorageRequestFailed"),
                 };
-                (status, code, e.to_string(), None)
+                // The reason may name server configuration (a key file): it goes to the log only.
+                let message = match e {
+                    S::KeyUnavailable { account, .. } => format!(
+                        "The key of storage account '{account}' is unavailable on the server; the server's log has the reason."
+                    ),
+                    S::Crypto(_) => "A storage account key could not be opened; the server's log has the reason.".to_string(),
+                    _ => e.to_string(),
+                };
+                (status, code, message, None)
             }
             _ if self.database_unavailable() => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -60,6 +60,12 @@ pub async fn sweep(conn: &mut AsyncPgConnection, timing: &Timing) -> diesel::Que
         );
     }
 
+    // File transfers nobody moved for a while (a caller's replica died mid-stream, an agent
+    // went away): removed with their chunks.
+    diesel::sql_query("DELETE FROM file_transfers WHERE updated_at < now() - interval '5 minutes'")
+        .execute(conn)
+        .await?;
+
     // The server's own safety net for the time limit, and for stops an agent never acknowledged.
     diesel::sql_query(
         "UPDATE packet_captures SET status = 'Stopped', stop_reason = 'TimeExceeded',

@@ -81,6 +81,7 @@ impl Agent {
         let files = files::FileRecord::open(&args.state_dir.join("files.tsv"));
         let upload_settings = Arc::new(upload::UploadSettings {
             block_size: args.upload_block_size,
+            concurrency: args.upload_concurrency,
             retry_period: Duration::from_secs(args.upload_retry_seconds),
         });
         Agent {

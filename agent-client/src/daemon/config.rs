@@ -69,9 +69,13 @@ pub struct RunArgs {
         default_value_t = 900
     )]
     pub upload_retry_seconds: u64,
-    /// Block size of uploads; the upload's memory is about this much.
+    /// Block size of uploads.
     #[arg(long, env = "CAPTURE_AGENT_UPLOAD_BLOCK_SIZE", default_value_t = 8 * 1024 * 1024)]
     pub upload_block_size: usize,
+    /// Blocks of one upload in flight at once; an upload's memory is about twice this many
+    /// blocks.
+    #[arg(long, env = "CAPTURE_AGENT_UPLOAD_CONCURRENCY", default_value_t = 4)]
+    pub upload_concurrency: usize,
     /// Seconds between counter reports of a running capture.
     #[arg(long, env = "CAPTURE_AGENT_REPORT_SECONDS", default_value_t = 2.0)]
     pub report_seconds: f64,

@@ -120,7 +120,11 @@ async fn open_under(root: &Path, path: &Path) -> Result<(tokio::fs::File, u64), 
     if !real.starts_with(&root) {
         return Err("the file is not under the agent's captures root".into());
     }
-    let file = tokio::fs::File::open(&real)
+    // No link is followed when opening what was checked.
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&real)
         .await
         .map_err(|e| format!("the file cannot be read: {e}"))?;
     let size = file

@@ -11,7 +11,8 @@ pub const SPOOL: &str = ".uploads";
 
 /// Resolves the `filePath` of a capture: [`resolve`], but never inside the spool folder.
 pub fn capture_file(root: &Path, arm_path: &str) -> Result<PathBuf, String> {
-    if arm_path.starts_with(&format!("{ARM_ROOT}/{SPOOL}/")) {
+    let spool = format!("{ARM_ROOT}/{SPOOL}");
+    if arm_path == spool || arm_path.starts_with(&format!("{spool}/")) {
         return Err(format!(
             "'{arm_path}' is inside {ARM_ROOT}/{SPOOL}, which the agent keeps for uploads"
         ));
@@ -108,6 +109,7 @@ mod tests {
         std::fs::write(root.join("a/exists.cap"), b"x").unwrap();
         assert!(resolve(&root, "/var/captures/a/exists.cap").is_err());
         assert!(capture_file(&root, "/var/captures/.uploads/x.cap").is_err());
+        assert!(capture_file(&root, "/var/captures/.uploads").is_err());
         let id = uuid::Uuid::new_v4();
         let spool = spool_file(&root, id).unwrap();
         assert!(

@@ -14,6 +14,7 @@ use azure_storage_blob::models::{
 use azure_storage_blob::{BlobClient, BlobClientOptions};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use futures_util::StreamExt;
 use md5::{Digest, Md5};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -38,6 +39,8 @@ pub struct Upload {
 #[derive(Debug, Clone)]
 pub struct UploadSettings {
     pub block_size: usize,
+    /// Blocks staged at once (memory: about this many blocks).
+    pub concurrency: usize,
     /// How long to keep trying before the capture is reported StorageFailed.
     pub retry_period: Duration,
 }
@@ -115,7 +118,8 @@ pub async fn run(
     mut job: Upload,
 ) {
     let id = job.capture_id;
-    let deadline = tokio::time::Instant::now() + settings.retry_period;
+    // The retry period runs from the last progress: a slow upload that keeps moving is not cut.
+    let mut deadline = tokio::time::Instant::now() + settings.retry_period;
     let local_path = job.file.display().to_string();
     let size = match std::fs::metadata(&job.file) {
         Ok(m) => m.len(),
@@ -165,6 +169,16 @@ pub async fn run(
             let agent = *agent_id.borrow();
             match client.upload_sas(agent, id).await {
                 Ok(t) => job.target = Some(t),
+                Err(ClientError::Server { code, message, .. })
+                    if code == "StorageAccountRemoved" =>
+                {
+                    let result = UploadResult::Failed {
+                        message,
+                        local_path,
+                    };
+                    deliver(&client, &agent_id, id, &result).await;
+                    return;
+                }
                 Err(ClientError::Server { status, code, .. }) if status == 404 || status == 409 => {
                     // Deleted, or no longer uploading: keep the file and stop.
                     tracing::warn!(capture = %id, %code, file = %local_path, "upload no longer wanted; file kept");
@@ -179,7 +193,20 @@ pub async fn run(
         let Some(target) = job.target.clone() else {
             continue;
         };
-        match attempt_upload(&target.blob_url, &job.file, block, blocks, &mut progress).await {
+        let staged_before = progress.staged;
+        let attempt_result = attempt_upload(
+            &target.blob_url,
+            &job.file,
+            block,
+            blocks,
+            settings.concurrency,
+            &mut progress,
+        )
+        .await;
+        if progress.staged > staged_before {
+            deadline = tokio::time::Instant::now() + settings.retry_period;
+        }
+        match attempt_result {
             Ok(()) => {}
             Err(AttemptError::Auth(m)) => {
                 last_error = m;
@@ -244,43 +271,51 @@ async fn attempt_upload(
     file: &std::path::Path,
     block: u64,
     blocks: u64,
+    concurrency: usize,
     p: &mut Progress,
 ) -> Result<(), AttemptError> {
     let blob = client_for(sas_url)?.block_blob_client();
     let f = std::fs::File::open(file)
         .map_err(|e| AttemptError::Other(format!("cannot read {}: {e}", file.display())))?;
-    let f = Arc::new(f);
-    while p.staged < blocks {
-        let i = p.staged;
-        let offset = i * block;
-        let len = block.min(p.size - offset) as usize;
-        let reader = f.clone();
-        let data = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; len];
-            reader.read_exact_at(&mut buf, offset).map(|()| buf)
+    // Up to `concurrency` blocks in flight, each block in memory once. Blocks are read (and the
+    // file's MD5 advanced) in order as the stream asks for the next one; each staged block hands
+    // back the MD5 state after it, so the staged prefix and its MD5 move on together.
+    let blob = &blob;
+    let size = p.size;
+    let mut read_md5 = p.md5.clone();
+    let mut results = futures_util::stream::iter(p.staged..blocks)
+        .map(|i| {
+            let offset = i * block;
+            let len = block.min(size - offset) as usize;
+            let mut data = vec![0u8; len];
+            let read = f.read_exact_at(&mut data, offset);
+            if read.is_ok() {
+                read_md5.update(&data);
+            }
+            let md5_after = read_md5.clone();
+            async move {
+                read.map_err(|e| AttemptError::Other(format!("cannot read the file: {e}")))?;
+                let options = BlockBlobClientStageBlockOptions {
+                    transactional_content_md5: Some(Md5::digest(&data).to_vec()),
+                    ..Default::default()
+                };
+                blob.stage_block(
+                    &block_id(i),
+                    len as u64,
+                    RequestContent::from(data),
+                    Some(options),
+                )
+                .await
+                .map_err(|e| describe(&e))?;
+                Ok::<_, AttemptError>(md5_after)
+            }
         })
-        .await
-        .map_err(|e| AttemptError::Other(e.to_string()))?
-        .map_err(|e| AttemptError::Other(format!("cannot read {}: {e}", file.display())))?;
-        let block_md5 = Md5::digest(&data).to_vec();
-        let options = BlockBlobClientStageBlockOptions {
-            transactional_content_md5: Some(block_md5),
-            ..Default::default()
-        };
-        // The file's MD5 moves on only once the block is staged.
-        let mut md5 = p.md5.clone();
-        md5.update(&data);
-        blob.stage_block(
-            &block_id(i),
-            len as u64,
-            RequestContent::from(data),
-            Some(options),
-        )
-        .await
-        .map_err(|e| describe(&e))?;
-        p.md5 = md5;
+        .buffered(concurrency.max(1));
+    while let Some(staged) = results.next().await {
+        p.md5 = staged?;
         p.staged += 1;
     }
+    drop(results);
     let list = BlockLookupList {
         latest: Some((0..blocks).map(block_id).collect()),
         ..Default::default()

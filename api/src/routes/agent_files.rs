@@ -66,27 +66,41 @@ async fn own_capture(
         .ok_or_else(|| not_assigned(capture_id))
 }
 
-/// The account and blob of a capture whose upload is still pending.
+fn no_upload(c: &CaptureRow, why: &str) -> ApiError {
+    ApiError::conflict(
+        "NoUploadPending",
+        format!("Capture {} has no upload pending: {why}.", c.id),
+    )
+}
+
+/// The account and blob of a capture whose upload is still pending. A removed account is a
+/// distinct error (`StorageAccountRemoved`): the agent then reports the upload failed.
 async fn pending_upload(
     conn: &mut AsyncPgConnection,
     c: &CaptureRow,
 ) -> ApiResult<(StorageAccountRow, String)> {
-    let no_upload = |why: &str| {
+    if c.upload_state.as_deref() != Some("Pending") {
+        return Err(no_upload(
+            c,
+            "it has no storage account, or its upload ended",
+        ));
+    }
+    let removed = || {
         ApiError::conflict(
-            "NoUploadPending",
-            format!("Capture {} has no upload pending: {why}.", c.id),
+            "StorageAccountRemoved",
+            format!(
+                "The storage account of capture {} is no longer registered with the server.",
+                c.id
+            ),
         )
     };
-    if c.upload_state.as_deref() != Some("Pending") {
-        return Err(no_upload("it has no storage account, or its upload ended"));
-    }
     let (Some(account_id), Some(blob)) = (c.storage_account_id, &c.blob_name) else {
-        return Err(no_upload("its storage account was removed"));
+        return Err(removed());
     };
     let account = crate::storage::accounts::by_ids(conn, &[account_id])
         .await?
         .pop()
-        .ok_or_else(|| no_upload("its storage account was removed"))?;
+        .ok_or_else(removed)?;
     Ok((account, blob.clone()))
 }
 
@@ -99,7 +113,7 @@ async fn pending_upload(
     responses(
         (status = 200, description = "A new SAS URL", body = UploadTarget),
         (status = 404, description = "Unknown agent, or not a capture of this agent's machine", body = CloudError),
-        (status = 409, description = "The capture has no upload pending", body = CloudError),
+        (status = 409, description = "The capture has no upload pending (`NoUploadPending`), or its storage account was removed (`StorageAccountRemoved`)", body = CloudError),
         (status = 502, description = "The storage account could not be reached; retry", body = CloudError),
     )
 )]
@@ -144,7 +158,7 @@ fn storage_path(c: &CaptureRow) -> Option<String> {
     responses(
         (status = 204, description = "Recorded (and for `Uploaded`, verified)"),
         (status = 404, description = "Unknown agent, or not a capture of this agent's machine", body = CloudError),
-        (status = 409, description = "The blob is missing or differs (`UploadMismatch`), or no upload is pending", body = CloudError),
+        (status = 409, description = "The blob is missing or differs (`UploadMismatch`), no upload is pending (`NoUploadPending`), or the account was removed (`StorageAccountRemoved`)", body = CloudError),
         (status = 502, description = "The storage account could not be checked; retry", body = CloudError),
     )
 )]
@@ -164,10 +178,18 @@ pub async fn upload_result(
     })?;
     let mut conn = state.conn().await?;
     let c = own_capture(&mut conn, agent_id, capture_id).await?;
-    let (account, blob) = pending_upload(&mut conn, &c).await?;
-    let target = packet_captures::table.find(c.id);
+    // Only a pending upload changes; the guard makes replicas and retries agree.
+    let target = packet_captures::table
+        .find(c.id)
+        .filter(packet_captures::upload_state.eq("Pending"));
     match result {
         UploadResult::Uploaded { size, content_md5 } => {
+            // A retry of a report that was recorded but whose answer was lost.
+            if c.upload_state.as_deref() == Some("Uploaded") {
+                return Ok(HttpResponse::NoContent().finish());
+            }
+            let (account, blob) = pending_upload(&mut conn, &c).await?;
+            drop(conn);
             let mismatch =
                 |m: String| ApiError::conflict("UploadMismatch", format!("Capture {}: {m}", c.id));
             let Some((blob_size, blob_md5)) =
@@ -189,6 +211,7 @@ pub async fn upload_result(
             }
             let mut files: Vec<String> = storage_path(&c).into_iter().collect();
             files.extend(arm_file(&c));
+            let mut conn = state.conn().await?;
             diesel::update(target)
                 .set((
                     packet_captures::upload_state.eq("Uploaded"),
@@ -199,18 +222,32 @@ pub async fn upload_result(
                 .await?;
             state.metrics.uploads_verified.inc();
             tracing::info!(capture = %c.id, bytes = size, "upload verified");
+            crate::sweeper::settle(&mut conn, Some(c.id)).await?;
         }
         UploadResult::Failed {
             message,
             local_path,
         } => {
-            let message = if local_path.is_empty() {
-                format!("The capture could not be uploaded to the storage account: {message}")
-            } else {
-                format!(
-                    "The capture could not be uploaded to the storage account: {message} The capture file is kept on the machine at {local_path}."
-                )
-            };
+            if c.upload_state.as_deref() == Some("Failed") {
+                return Ok(HttpResponse::NoContent().finish());
+            }
+            if c.upload_state.as_deref() != Some("Pending") {
+                return Err(no_upload(
+                    &c,
+                    "it has no storage account, or its upload ended",
+                ));
+            }
+            let mut text =
+                format!("The capture could not be uploaded to the storage account: {message}");
+            if !local_path.is_empty() {
+                text.push_str(&format!(
+                    " The capture file is kept on the machine at {local_path}."
+                ));
+            }
+            // An earlier error (a capture that failed) keeps its message first.
+            if let Some(earlier) = c.error_message.as_deref().filter(|m| !m.is_empty()) {
+                text = format!("{earlier} {text}");
+            }
             let files: Vec<&str> = Some(local_path.as_str())
                 .filter(|p| !p.is_empty())
                 .into_iter()
@@ -225,7 +262,7 @@ pub async fn upload_result(
                     packet_captures::upload_state.eq("Failed"),
                     packet_captures::status.eq("Error"),
                     packet_captures::errors.eq(serde_json::json!(errors)),
-                    packet_captures::error_message.eq(&message),
+                    packet_captures::error_message.eq(&text),
                     packet_captures::files.eq(serde_json::json!(files)),
                     packet_captures::updated_at.eq(Utc::now()),
                 ))
@@ -233,9 +270,9 @@ pub async fn upload_result(
                 .await?;
             state.metrics.uploads_failed.inc();
             tracing::warn!(capture = %c.id, "upload failed; file kept on the machine");
+            crate::sweeper::settle(&mut conn, Some(c.id)).await?;
         }
     }
-    crate::sweeper::settle(&mut conn, Some(c.id)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -305,20 +342,58 @@ pub async fn send_file(
     let key = transfer_key(id);
     {
         let mut conn = state.conn().await?;
-        let t = own_transfer(&mut conn, agent_id, id).await?;
-        if t.state != "Requested" {
+        own_transfer(&mut conn, agent_id, id).await?;
+        // Only the first sender of a requested transfer goes on.
+        let started = diesel::update(
+            file_transfers::table
+                .find(id)
+                .filter(file_transfers::state.eq("Requested")),
+        )
+        .set((
+            file_transfers::state.eq("Sending"),
+            file_transfers::size.eq(size),
+            file_transfers::updated_at.eq(Utc::now()),
+        ))
+        .execute(&mut conn)
+        .await?;
+        if started == 0 {
             return Err(canceled());
         }
-        diesel::update(file_transfers::table.find(id))
-            .set((
-                file_transfers::state.eq("Sending"),
-                file_transfers::size.eq(size),
-                file_transfers::updated_at.eq(Utc::now()),
-            ))
-            .execute(&mut conn)
-            .await?;
         notify(&mut conn, &key).await?;
     }
+    match receive_chunks(&state, id, size, &mut payload).await {
+        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+        Err(e) => {
+            // Tell the caller at once rather than letting it wait for chunks that won't come.
+            let (_, _, message, _) = e.arm_parts();
+            if let Ok(mut conn) = state.conn().await {
+                let _ = diesel::update(
+                    file_transfers::table
+                        .find(id)
+                        .filter(file_transfers::state.eq("Sending")),
+                )
+                .set((
+                    file_transfers::state.eq("Failed"),
+                    file_transfers::error_message.eq(message),
+                    file_transfers::updated_at.eq(Utc::now()),
+                ))
+                .execute(&mut conn)
+                .await;
+                let _ = notify(&mut conn, &key).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Writes the agent's body into numbered chunks, at most [`WINDOW`] ahead of the caller.
+async fn receive_chunks(
+    state: &AppState,
+    id: Uuid,
+    size: i64,
+    payload: &mut web::Payload,
+) -> ApiResult<()> {
+    let key = transfer_key(id);
     let mut sub = state.hub.subscribe(&key);
     let mut seq = 0i32;
     let mut received = 0i64;
@@ -336,7 +411,7 @@ pub async fn send_file(
             }
         }
         if !buf.is_empty() {
-            wait_for_room(&state, &mut sub, id).await?;
+            wait_for_room(state, &mut sub, id).await?;
             let mut conn = state.conn().await?;
             diesel::insert_into(transfer_chunks::table)
                 .values((
@@ -346,6 +421,10 @@ pub async fn send_file(
                 ))
                 .execute(&mut conn)
                 .await?;
+            diesel::update(file_transfers::table.find(id))
+                .set(file_transfers::updated_at.eq(Utc::now()))
+                .execute(&mut conn)
+                .await?;
             notify(&mut conn, &key).await?;
             seq += 1;
         }
@@ -353,32 +432,26 @@ pub async fn send_file(
             break;
         }
     }
+    if received != size {
+        return Err(ApiError::bad_request(
+            "IncompleteBody",
+            format!("the agent sent {received} of {size} bytes"),
+        ));
+    }
     let mut conn = state.conn().await?;
-    let (state_now, message) = if received == size {
-        ("Done", None)
-    } else {
-        (
-            "Failed",
-            Some(format!("the agent sent {received} of {size} bytes")),
-        )
-    };
     diesel::update(
         file_transfers::table
             .find(id)
             .filter(file_transfers::state.eq("Sending")),
     )
     .set((
-        file_transfers::state.eq(state_now),
-        file_transfers::error_message.eq(&message),
+        file_transfers::state.eq("Done"),
         file_transfers::updated_at.eq(Utc::now()),
     ))
     .execute(&mut conn)
     .await?;
     notify(&mut conn, &key).await?;
-    match message {
-        None => Ok(HttpResponse::NoContent().finish()),
-        Some(m) => Err(ApiError::bad_request("IncompleteBody", m)),
-    }
+    Ok(())
 }
 
 /// Waits until fewer than [`WINDOW`] chunks of transfer `id` wait for the caller.

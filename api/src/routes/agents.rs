@@ -207,6 +207,8 @@ async fn assignments(
         .filter(packet_captures::machine_key.eq(machine_key))
         .filter(packet_captures::upload_state.eq("Pending"))
         .filter(packet_captures::status.eq_any(["Stopped", "Error"]))
+        // A capture that never started has no file to upload.
+        .filter(packet_captures::capture_start_time.is_not_null())
         .order((packet_captures::created_at, packet_captures::id))
         .select(CaptureRow::as_select())
         .load(conn)

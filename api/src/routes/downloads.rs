@@ -181,6 +181,13 @@ async fn stream_from_agent(state: &AppState, c: CaptureRow) -> ApiResult<HttpRes
     let id = Uuid::new_v4();
     let key = transfer_key(id);
     let mut sub = state.hub.subscribe(&key);
+    // From here on, the transfer is removed whenever this request ends early (the caller went
+    // away, the agent declined, a timeout): the agent's sending then stops.
+    let guard = TransferGuard {
+        state: state.clone(),
+        id,
+        finished: false,
+    };
     {
         let mut conn = state.conn().await?;
         let lost: Option<bool> = machines::table
@@ -208,11 +215,6 @@ async fn stream_from_agent(state: &AppState, c: CaptureRow) -> ApiResult<HttpRes
             .await?;
         notify(&mut conn, &c.machine_key).await?;
     }
-    let mut guard = TransferGuard {
-        state: state.clone(),
-        id,
-        finished: false,
-    };
     // Wait for the agent to start sending (or decline).
     let deadline = tokio::time::Instant::now() + AGENT_ANSWER_WAIT;
     let t = loop {
@@ -221,7 +223,6 @@ async fn stream_from_agent(state: &AppState, c: CaptureRow) -> ApiResult<HttpRes
         match t.state.as_str() {
             "Sending" | "Done" => break t,
             "Failed" => {
-                guard.finished = true;
                 return Err(not_available(format!(
                     "The agent cannot send the file of '{}': {}",
                     c.name,

@@ -2,6 +2,7 @@
 //! with a key: sign SAS, create the container, check a blob. Keys are sealed at rest or read from
 //! a file or variable when needed; they are never returned by an API nor logged.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,13 @@ pub struct Registry {
     /// Lifetime of a download SAS.
     pub download_ttl: Duration,
     http: reqwest::Client,
+    /// Decoded keys for a short while, so that a poll does not read a key file every time.
+    keys: Arc<std::sync::Mutex<HashMap<Uuid, (std::time::Instant, Vec<u8>)>>>,
 }
+
+/// How long a decoded key is reused before it is read again (a rotated key file is picked up
+/// within this time).
+const KEY_CACHE: Duration = Duration::from_secs(30);
 
 /// A SAS URL and when it stops working.
 #[derive(Debug, Clone)]
@@ -113,6 +120,7 @@ impl Registry {
             upload_ttl,
             download_ttl,
             http,
+            keys: Arc::default(),
         }
     }
 
@@ -176,8 +184,20 @@ impl Registry {
             .await?)
     }
 
-    /// The account key (decoded), from wherever it is kept.
+    /// The account key (decoded), from wherever it is kept; cached for [`KEY_CACHE`].
     fn account_key(&self, a: &StorageAccountRow) -> Result<Vec<u8>, StorageError> {
+        let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, key)) = cache.get(&a.id)
+            && at.elapsed() < KEY_CACHE
+        {
+            return Ok(key.clone());
+        }
+        let key = self.read_account_key(a)?;
+        cache.insert(a.id, (std::time::Instant::now(), key.clone()));
+        Ok(key)
+    }
+
+    fn read_account_key(&self, a: &StorageAccountRow) -> Result<Vec<u8>, StorageError> {
         let unavailable = |reason: String| StorageError::KeyUnavailable {
             account: a.account_name.clone(),
             reason,

@@ -645,6 +645,189 @@ async fn a_restarted_agent_resumes_the_uploads_it_had_not_finished() {
     assert!(spool_files(&w.agent).is_empty());
 }
 
+#[tokio::test]
+async fn storage_failures_keep_their_cause_and_removed_accounts_end_uploads() {
+    // A capture that cannot start keeps its own error, not a storage one.
+    let w = setup(&["--interface", "nosuchif0"], |_| {}).await;
+    let r = w
+        .ctx
+        .api
+        .put(
+            &w.ctx.capture("nw1", "bad"),
+            &json!({"properties": {"target": w.ctx.vm("vm1"), "storageLocation": {"storageId": w.account}}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+    let status = wait_status(&w, "bad", Duration::from_secs(20), |s| {
+        s["packetCaptureStatus"] == "Error"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status2 = w
+        .ctx
+        .api
+        .post(&w.ctx.capture_action("nw1", "bad", "queryStatus"))
+        .await
+        .body;
+    assert_eq!(
+        status2["packetCaptureError"],
+        json!(["CaptureFailed"]),
+        "{status} {status2}"
+    );
+    drop(w);
+
+    // The account is removed while an upload waits: StorageFailed, the file kept and named.
+    let w = setup(&["--upload-retry-seconds", "600"], |_| {}).await;
+    start(
+        &w,
+        "pc1",
+        json!({"storageId": w.account}),
+        json!({"filters": [{"protocol": "UDP", "localPort": "9351"}]}),
+    )
+    .await;
+    send_tagged(9351, &["gone-1"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut azurite = w.azurite;
+    azurite.stop();
+    stop_world(&w.ctx, "pc1").await;
+    w.ctx.wait_capture_status("nw1", "pc1", "Stopped").await;
+    let (ok, out, err) = w
+        .ctx
+        .server
+        .storage_accounts(&["remove", "--id", &w.account], "");
+    assert!(ok, "{out}{err}");
+    azurite.restart();
+    let status = wait_status_ctx(&w.ctx, "pc1", Duration::from_secs(40), |s| {
+        s["packetCaptureStatus"] == "Error"
+    })
+    .await;
+    assert_eq!(
+        status["packetCaptureError"],
+        json!(["StorageFailed"]),
+        "{status}"
+    );
+    let message = status["errorMessage"].as_str().unwrap();
+    assert!(message.contains("no longer registered"), "{message}");
+    let kept = status["captureFiles"][0].as_str().unwrap();
+    assert!(message.contains(kept), "{message}");
+    assert_eq!(
+        tags_of(&std::fs::read(kept).unwrap()),
+        ["gone-1"].map(String::from).into()
+    );
+}
+
+#[tokio::test]
+async fn a_caller_going_away_ends_the_transfer_and_leaves_nothing_behind() {
+    let w = setup(&[], |_| {}).await;
+    let path = format!("/var/captures/{}/big.cap", uuid::Uuid::new_v4().simple());
+    start(
+        &w,
+        "pc1",
+        json!({"filePath": path}),
+        json!({"filters": [{"protocol": "UDP", "localPort": "9361"}]}),
+    )
+    .await;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let payload = vec![b'y'; 1400];
+    for _ in 0..20_000 {
+        let _ = sock.send_to(&payload, "127.0.0.1:9361");
+    }
+    stop(&w, "pc1").await;
+    w.ctx.wait_capture_status("nw1", "pc1", "Stopped").await;
+    let url = format!(
+        "{}{}",
+        w.ctx.server.url,
+        w.ctx.capture_action("nw1", "pc1", "content")
+    );
+    // Read the first bytes only, then hang up.
+    let mut r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(r);
+    let db = w.ctx.db.client().await;
+    e2e_tests::eventually(
+        "the transfer is removed",
+        Duration::from_secs(20),
+        || async {
+            let t: i64 = db
+                .query_one("SELECT count(*) FROM file_transfers", &[])
+                .await
+                .unwrap()
+                .get(0);
+            let c: i64 = db
+                .query_one("SELECT count(*) FROM transfer_chunks", &[])
+                .await
+                .unwrap()
+                .get(0);
+            (t == 0 && c == 0).then_some(())
+        },
+    )
+    .await;
+    // And a whole download still works afterwards.
+    let local = std::fs::read(w.agent.file(&path)).unwrap();
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), local);
+}
+
+#[tokio::test]
+async fn a_download_through_another_replica_streams_the_agents_file() {
+    let w = setup(&[], |_| {}).await;
+    let path = format!("/var/captures/{}/r.cap", uuid::Uuid::new_v4().simple());
+    start(
+        &w,
+        "pc1",
+        json!({"filePath": path}),
+        json!({"filters": [{"protocol": "UDP", "localPort": "9371"}]}),
+    )
+    .await;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let payload = vec![b'r'; 1400];
+    for _ in 0..8_000 {
+        let _ = sock.send_to(&payload, "127.0.0.1:9371");
+    }
+    stop(&w, "pc1").await;
+    w.ctx.wait_capture_status("nw1", "pc1", "Stopped").await;
+    // Replica B shares the database; the agent talks to replica A only.
+    let mut options = w.ctx.server.options.clone();
+    options.listen = "127.0.0.1:0".into();
+    let b = e2e_tests::TestServer::start(options).await;
+    let r = reqwest::get(format!(
+        "{}{}",
+        b.url,
+        w.ctx.capture_action("nw1", "pc1", "content")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let local = std::fs::read(w.agent.file(&path)).unwrap();
+    assert!(local.len() > 8 << 20, "{}", local.len());
+    assert_eq!(r.bytes().await.unwrap().to_vec(), local);
+}
+
+async fn stop_world(ctx: &Ctx, name: &str) {
+    let r = ctx.api.post(&ctx.capture_action("nw1", name, "stop")).await;
+    assert!(r.status.is_success(), "{}", r.text);
+}
+
+async fn wait_status_ctx(
+    ctx: &Ctx,
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let url = ctx.capture_action("nw1", name, "queryStatus");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = ctx.api.post(&url).await;
+        if done(&s.body) {
+            return s.body;
+        }
+        assert!(Instant::now() < deadline, "capture {name}: {}", s.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Peak resident memory of a process, in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
