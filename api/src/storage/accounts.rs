@@ -30,8 +30,11 @@ pub struct Registry {
     pub download_ttl: Duration,
     http: reqwest::Client,
     /// Decoded keys for a short while, so that a poll does not read a key file every time.
-    keys: Arc<std::sync::Mutex<HashMap<Uuid, (std::time::Instant, Vec<u8>)>>>,
+    keys: Arc<std::sync::Mutex<KeyCache>>,
 }
+
+/// Account id → when its key was read, and the decoded key.
+type KeyCache = HashMap<Uuid, (std::time::Instant, Vec<u8>)>;
 
 /// How long a decoded key is reused before it is read again (a rotated key file is picked up
 /// within this time).
