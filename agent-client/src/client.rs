@@ -7,7 +7,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::protocol::{
-    AGENT_API_PREFIX, Assignments, CaptureReport, ErrorResponse, RegisterRequest, RegisterResponse,
+    AGENT_API_PREFIX, AgentCredential, Assignments, CaptureReport, ErrorResponse, RegisterRequest, RegisterResponse,
     TransferFailure, UploadResult, UploadTarget,
 };
 
@@ -35,11 +35,13 @@ impl ClientError {
     }
 }
 
-/// Client of one server for one agent.
+/// Client of one server for one agent. Every request carries the bearer (an enrollment token
+/// until registration answers with the machine's credential, then that credential).
 #[derive(Debug, Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
     base: Url,
+    bearer: std::sync::Arc<std::sync::RwLock<Option<String>>>,
 }
 
 impl AgentClient {
@@ -50,7 +52,35 @@ impl AgentClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        Ok(Self { http, base })
+        Ok(Self {
+            http,
+            base,
+            bearer: Default::default(),
+        })
+    }
+
+    /// Sets the bearer sent with every request.
+    pub fn set_bearer(&self, bearer: Option<String>) {
+        *self.bearer.write().unwrap_or_else(|p| p.into_inner()) = bearer;
+    }
+
+    pub fn bearer(&self) -> Option<String> {
+        self.bearer.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn authorized(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.bearer() {
+            Some(b) => rb.bearer_auth(b),
+            None => rb,
+        }
+    }
+
+    /// Rotates the credential: the new one becomes the bearer and is returned (to be saved).
+    pub async fn rotate_credential(&self, agent_id: Uuid) -> Result<AgentCredential, ClientError> {
+        let url = self.url(&format!("/agents/{agent_id}/credential"))?;
+        let c: AgentCredential = decode(self.authorized(self.http.post(url)).send().await?).await?;
+        self.set_bearer(Some(c.credential.clone()));
+        Ok(c)
     }
 
     fn url(&self, path: &str) -> Result<Url, ClientError> {
@@ -64,12 +94,15 @@ impl AgentClient {
     /// Registers the machine; the answer carries the agent id for every further call.
     pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, ClientError> {
         let resp = self
-            .http
-            .post(self.url("/agents")?)
+            .authorized(self.http.post(self.url("/agents")?))
             .json(req)
             .send()
             .await?;
-        decode(resp).await
+        let r: RegisterResponse = decode(resp).await?;
+        if let Some(c) = &r.credential {
+            self.set_bearer(Some(c.clone()));
+        }
+        Ok(r)
     }
 
     /// Long-polls for the desired state: answers at once if the assignments' generation differs
@@ -89,8 +122,7 @@ impl AgentClient {
             q.append_pair("waitSeconds", &wait.as_secs().to_string());
         }
         let resp = self
-            .http
-            .get(url)
+            .authorized(self.http.get(url))
             .timeout(wait + Duration::from_secs(10))
             .send()
             .await?;
@@ -105,7 +137,7 @@ impl AgentClient {
         report: &CaptureReport,
     ) -> Result<(), ClientError> {
         let url = self.url(&format!("/agents/{agent_id}/captures/{capture_id}/report"))?;
-        let resp = self.http.post(url).json(report).send().await?;
+        let resp = self.authorized(self.http.post(url)).json(report).send().await?;
         if resp.status().is_success() {
             return Ok(());
         }
@@ -123,7 +155,7 @@ impl AgentClient {
         let url = self.url(&format!(
             "/agents/{agent_id}/captures/{capture_id}/upload-sas"
         ))?;
-        decode(self.http.post(url).send().await?).await
+        decode(self.authorized(self.http.post(url)).send().await?).await
     }
 
     /// Tells the server how an upload ended. For `Uploaded`, success means the server saw the
@@ -135,7 +167,7 @@ impl AgentClient {
         result: &UploadResult,
     ) -> Result<(), ClientError> {
         let url = self.url(&format!("/agents/{agent_id}/captures/{capture_id}/upload"))?;
-        let resp = self.http.post(url).json(result).send().await?;
+        let resp = self.authorized(self.http.post(url)).json(result).send().await?;
         if resp.status().is_success() {
             return Ok(());
         }
@@ -152,8 +184,7 @@ impl AgentClient {
     ) -> Result<(), ClientError> {
         let url = self.url(&format!("/agents/{agent_id}/transfers/{transfer_id}"))?;
         let resp = self
-            .http
-            .put(url)
+            .authorized(self.http.put(url))
             .header(reqwest::header::CONTENT_LENGTH, size)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body)
@@ -176,8 +207,7 @@ impl AgentClient {
             "/agents/{agent_id}/transfers/{transfer_id}/failure"
         ))?;
         let resp = self
-            .http
-            .post(url)
+            .authorized(self.http.post(url))
             .json(&TransferFailure {
                 message: message.to_string(),
             })

@@ -43,6 +43,20 @@ pub struct RegisterResponse {
     pub max_poll_seconds: u32,
     /// An agent that has not polled for this long is considered lost.
     pub lost_after_seconds: u32,
+    /// A new credential for this machine (registration with an enrollment token): send it as
+    /// `Authorization: Bearer` on every further call, including later registrations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_expires_on: Option<DateTime<Utc>>,
+}
+
+/// A rotated agent credential.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCredential {
+    pub credential: String,
+    pub expires_on: DateTime<Utc>,
 }
 
 /// What the server wants a capture to be doing.

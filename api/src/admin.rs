@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
-use crate::config::{DatabaseArgs, StorageAccountAddArgs, StorageAccountsCommand};
+use crate::config::{
+    AgentTokensCommand, AgentsCommand, DatabaseArgs, RoleAssignmentsCommand, ServicePrincipalsCommand,
+    SigningKeysCommand, StorageAccountAddArgs, StorageAccountsCommand, TokenArgs,
+};
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::error::StartupError;
 use crate::storage::accounts::{self, KeySource, Registry};
@@ -133,5 +136,248 @@ async fn add(args: StorageAccountAddArgs) -> Result<(), StartupError> {
         })?;
     }
     println!("registered {} ({})", row.resource_id, row.blob_endpoint);
+    Ok(())
+}
+
+fn secrets_of(db: &DatabaseArgs) -> Result<SecretsKey, StartupError> {
+    SecretsKey::load_or_create(&db.secrets_key_path())
+}
+
+fn api_failed(e: crate::error::ApiError) -> StartupError {
+    StartupError(e.arm_parts().2)
+}
+
+/// Wakes every replica's waiters on `key` (role assignment caches, a revoked agent's poll).
+async fn notify(conn: &mut AsyncPgConnection, key: &str) {
+    use diesel_async::RunQueryDsl;
+    let _ = diesel::sql_query("SELECT pg_notify($1, $2)")
+        .bind::<diesel::sql_types::Text, _>(crate::notify::CHANNEL)
+        .bind::<diesel::sql_types::Text, _>(key)
+        .execute(conn)
+        .await;
+}
+
+/// Runs `f` on a connection to the database of `db`, then closes it.
+async fn with_db<T, F>(db: &DatabaseArgs, f: F) -> Result<T, StartupError>
+where
+    F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StartupError>,
+{
+    let mut admin = AdminDb::open(db).await?;
+    let result = f(&mut admin.conn).await;
+    admin.close().await;
+    result
+}
+
+pub async fn service_principals(cmd: ServicePrincipalsCommand) -> Result<(), StartupError> {
+    use crate::auth::principals;
+    match cmd {
+        ServicePrincipalsCommand::Create { name, database } => {
+            let (sp, secret) = with_db(&database, async |c| {
+                principals::create(c, &name).await.map_err(failed)
+            })
+            .await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "displayName": sp.display_name,
+                    "clientId": sp.client_id,
+                    "objectId": sp.object_id,
+                    "clientSecret": secret,
+                })
+            );
+            eprintln!("The secret is shown only now. Give the principal a role with `capture-api role-assignments create --assignee {}`.", sp.object_id);
+        }
+        ServicePrincipalsCommand::List(database) => {
+            for sp in with_db(&database, async |c| principals::list(c).await.map_err(failed)).await? {
+                println!("{}\tclient id {}\tobject id {}", sp.display_name, sp.client_id, sp.object_id);
+            }
+        }
+        ServicePrincipalsCommand::Delete { id, database } => {
+            if !with_db(&database, async |c| principals::delete(c, id).await.map_err(failed)).await? {
+                return Err(StartupError(format!("no service principal {id}")));
+            }
+            println!("deleted {id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn role_assignments(cmd: RoleAssignmentsCommand) -> Result<(), StartupError> {
+    use crate::auth::rbac::{self, Role};
+    match cmd {
+        RoleAssignmentsCommand::Create {
+            assignee,
+            role,
+            scope,
+            database,
+        } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                StartupError(format!(
+                    "unknown role '{role}' (Owner, Contributor, Network Contributor, Reader)"
+                ))
+            })?;
+            if !rbac::valid_scope(&scope) {
+                return Err(StartupError(format!(
+                    "'{scope}' is not a scope (/, /subscriptions/{{s}}, /subscriptions/{{s}}/resourceGroups/{{rg}} or a resource id)"
+                )));
+            }
+            let a = with_db(&database, async |c| {
+                let a = rbac::create(c, &assignee, role, &scope).await.map_err(failed)?;
+                notify(c, rbac::RBAC_KEY).await;
+                Ok(a)
+            })
+            .await?;
+            println!("{}\t{}\t{}\t{}", a.id, a.principal_id, a.role, a.scope);
+        }
+        RoleAssignmentsCommand::List { assignee, database } => {
+            let list = with_db(&database, async |c| {
+                rbac::list(c, assignee.as_deref()).await.map_err(failed)
+            })
+            .await?;
+            for a in list {
+                println!("{}\t{}\t{}\t{}", a.id, a.principal_id, a.role, a.scope);
+            }
+        }
+        RoleAssignmentsCommand::Delete { id, database } => {
+            let deleted = with_db(&database, async |c| {
+                let d = rbac::delete(c, id).await.map_err(failed)?;
+                notify(c, rbac::RBAC_KEY).await;
+                Ok(d)
+            })
+            .await?;
+            if !deleted {
+                return Err(StartupError(format!("no role assignment {id}")));
+            }
+            println!("deleted {id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn token(args: TokenArgs) -> Result<(), StartupError> {
+    let secrets = secrets_of(&args.database)?;
+    let config = crate::auth::AuthConfig {
+        enabled: true,
+        tenant: args.issuer.tenant_id.clone(),
+        issuer: args.issuer.issuer(),
+        audiences: vec![args.audience.clone()],
+        token_ttl: std::time::Duration::from_secs(args.ttl),
+        oidc_issuers: vec![],
+        jwks_file: None,
+        dev_hs256: None,
+        rate_per_second: 0.0,
+        rate_burst: 0.0,
+        agent_credential_ttl: std::time::Duration::from_secs(60),
+    };
+    let token = with_db(&args.database, async |c| {
+        let sp = crate::auth::principals::find(c, &args.principal)
+            .await
+            .map_err(failed)?;
+        let (object_id, app_id) = match &sp {
+            Some(sp) => (sp.object_id.to_string(), Some(sp.client_id.to_string())),
+            None => (args.principal.trim().to_lowercase(), None),
+        };
+        let signer = crate::auth::keys::current(c, &secrets).await.map_err(api_failed)?;
+        crate::auth::mint(
+            &config,
+            &signer,
+            &object_id,
+            app_id.as_deref(),
+            &args.audience,
+            config.token_ttl,
+        )
+        .map_err(api_failed)
+    })
+    .await?;
+    println!("{token}");
+    Ok(())
+}
+
+pub async fn agent_tokens(cmd: AgentTokensCommand) -> Result<(), StartupError> {
+    use crate::auth::agents;
+    match cmd {
+        AgentTokensCommand::Create {
+            scope,
+            ttl,
+            reusable,
+            database,
+        } => {
+            let (id, token) = with_db(&database, async |c| {
+                agents::create_token(c, &scope, std::time::Duration::from_secs(ttl), reusable)
+                    .await
+                    .map_err(api_failed)
+            })
+            .await?;
+            println!("{token}");
+            eprintln!("enrollment token {id} for machines under {scope}, {} (shown only now)", if reusable { "reusable" } else { "one-time" });
+        }
+        AgentTokensCommand::List(database) => {
+            for t in with_db(&database, async |c| agents::list_tokens(c).await.map_err(failed)).await? {
+                println!(
+                    "{}\t{}\t{}\texpires {}\tuses {}{}",
+                    t.id,
+                    t.scope,
+                    if t.reusable { "reusable" } else { "one-time" },
+                    t.expires_at,
+                    t.uses,
+                    if t.revoked_at.is_some() { "\trevoked" } else { "" }
+                );
+            }
+        }
+        AgentTokensCommand::Revoke { id, database } => {
+            if !with_db(&database, async |c| agents::revoke_token(c, id).await.map_err(failed)).await? {
+                return Err(StartupError(format!("no enrollment token {id}")));
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn agents(cmd: AgentsCommand) -> Result<(), StartupError> {
+    match cmd {
+        AgentsCommand::Revoke {
+            machine_id,
+            database,
+        } => {
+            let key = crate::arm::ids::key(&machine_id);
+            let revoked = with_db(&database, async |c| {
+                let r = crate::auth::agents::revoke_machine(c, &key)
+                    .await
+                    .map_err(failed)?;
+                // Wakes the agent's long poll, which then finds its credential gone.
+                notify(c, &key).await;
+                Ok(r)
+            })
+            .await?;
+            if !revoked {
+                return Err(StartupError(format!("no machine '{machine_id}' is registered")));
+            }
+            println!("revoked the agent of {machine_id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn signing_keys(cmd: SigningKeysCommand) -> Result<(), StartupError> {
+    match cmd {
+        SigningKeysCommand::Rotate(database) => {
+            let secrets = secrets_of(&database)?;
+            let kid = with_db(&database, async |c| {
+                crate::auth::keys::rotate(c, &secrets).await.map_err(api_failed)
+            })
+            .await?;
+            println!("{kid}");
+        }
+        SigningKeysCommand::List(database) => {
+            for k in with_db(&database, async |c| {
+                crate::auth::keys::public_keys(c).await.map_err(api_failed)
+            })
+            .await?
+            {
+                println!("{}\t{}", k["kid"].as_str().unwrap_or(""), k["alg"].as_str().unwrap_or(""));
+            }
+        }
+    }
     Ok(())
 }

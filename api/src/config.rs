@@ -29,6 +29,130 @@ pub enum Command {
     /// Manage the storage accounts captures can be uploaded to.
     #[command(subcommand)]
     StorageAccounts(StorageAccountsCommand),
+    /// Manage the service principals of the built-in token issuer.
+    #[command(subcommand)]
+    ServicePrincipals(ServicePrincipalsCommand),
+    /// Manage role assignments (who may do what, where).
+    #[command(subcommand)]
+    RoleAssignments(RoleAssignmentsCommand),
+    /// Print a token of the built-in issuer for a principal (for scripts and curl).
+    Token(TokenArgs),
+    /// Manage agent enrollment tokens.
+    #[command(subcommand)]
+    AgentTokens(AgentTokensCommand),
+    /// Manage registered agents.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Manage the built-in issuer's signing keys.
+    #[command(subcommand)]
+    SigningKeys(SigningKeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServicePrincipalsCommand {
+    /// Create a principal; prints its client id, object id and secret (shown only once) as JSON.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    List(DatabaseArgs),
+    /// Delete a principal (by client id or object id).
+    Delete {
+        #[arg(long)]
+        id: uuid::Uuid,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleAssignmentsCommand {
+    /// Assign a role (Owner, Contributor, Network Contributor, Reader) at a scope: `/`,
+    /// `/subscriptions/{s}`, `/subscriptions/{s}/resourceGroups/{rg}` or a resource id.
+    Create {
+        /// Object id or application (client) id of the principal.
+        #[arg(long)]
+        assignee: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        scope: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    List {
+        #[arg(long)]
+        assignee: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    Delete {
+        #[arg(long)]
+        id: uuid::Uuid,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Client id or object id of a service principal (or any object id).
+    #[arg(long)]
+    pub principal: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+    #[arg(long, default_value = "https://management.azure.com")]
+    pub audience: String,
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentTokensCommand {
+    /// Create an enrollment token for machines under a scope; prints it (shown only once).
+    Create {
+        #[arg(long)]
+        scope: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// Usable by many agents until it expires (default: once).
+        #[arg(long)]
+        reusable: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    List(DatabaseArgs),
+    Revoke {
+        #[arg(long)]
+        id: uuid::Uuid,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Revoke a machine's agent: its credential stops working at once.
+    Revoke {
+        #[arg(long)]
+        machine_id: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeysCommand {
+    /// Add a signing key; tokens are signed with it from now on (in every replica within
+    /// seconds), and tokens of the older keys stay valid until they expire.
+    Rotate(DatabaseArgs),
+    List(DatabaseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,9 +274,99 @@ pub struct ServeArgs {
     /// Lifetime in seconds of the read-only SAS URL `download` hands out.
     #[arg(long, env = "CAPTURE_API_DOWNLOAD_SAS_SECONDS", default_value_t = 900)]
     pub download_sas_seconds: u64,
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
+    /// Turn authentication and authorization off (local development only): every request is
+    /// allowed, and agents register without enrollment tokens.
+    #[arg(long, env = "CAPTURE_API_AUTH_DISABLED")]
+    pub auth_disabled: bool,
+    /// Accepted token audiences (default: the Azure Resource Manager ones).
+    #[arg(long = "audience", env = "CAPTURE_API_AUDIENCES", value_delimiter = ',')]
+    pub audiences: Vec<String>,
+    /// Trusted OpenID issuer (repeatable): its discovery document and JWKS are fetched, and
+    /// fetched again for an unknown key id (at most every 5 s).
+    #[arg(long = "oidc-issuer", env = "CAPTURE_API_OIDC_ISSUERS", value_delimiter = ',')]
+    pub oidc_issuers: Vec<String>,
+    /// A JWKS file of trusted keys (re-read for an unknown key id), for tokens of --jwks-issuer.
+    #[arg(long, env = "CAPTURE_API_JWKS_FILE", requires = "jwks_issuer")]
+    pub jwks_file: Option<PathBuf>,
+    #[arg(long, env = "CAPTURE_API_JWKS_ISSUER", requires = "jwks_file")]
+    pub jwks_issuer: Option<String>,
+    /// Development only: accept HS256 tokens of --dev-hs256-issuer signed with this file's bytes.
+    #[arg(long, env = "CAPTURE_API_DEV_HS256_SECRET_FILE", requires = "dev_hs256_issuer")]
+    pub dev_hs256_secret_file: Option<PathBuf>,
+    #[arg(long, env = "CAPTURE_API_DEV_HS256_ISSUER", requires = "dev_hs256_secret_file")]
+    pub dev_hs256_issuer: Option<String>,
+    /// Requests per second allowed per principal (0 = no limit); then 429 with Retry-After.
+    #[arg(long, env = "CAPTURE_API_RATE_LIMIT_PER_SECOND", default_value_t = 100.0)]
+    pub rate_limit_per_second: f64,
+    /// Requests a principal may make at once above the rate.
+    #[arg(long, env = "CAPTURE_API_RATE_LIMIT_BURST", default_value_t = 200.0)]
+    pub rate_limit_burst: f64,
+    /// Lifetime of an agent's credential (the agent rotates it before it expires).
+    #[arg(long, env = "CAPTURE_API_AGENT_CREDENTIAL_SECONDS", default_value_t = 7 * 24 * 3600)]
+    pub agent_credential_seconds: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CAPTURE_API_WORKERS")]
     pub workers: Option<usize>,
+}
+
+/// The built-in token issuer's identity (shared by `serve` and `token`).
+#[derive(Debug, Clone, Args)]
+pub struct IssuerArgs {
+    /// Tenant id of the built-in issuer (its endpoints live under /{tenant}/).
+    #[arg(long, env = "CAPTURE_API_TENANT_ID", default_value = DEFAULT_TENANT)]
+    pub tenant_id: String,
+    /// `iss` of the built-in issuer's tokens (default: https://sts.capture.invalid/{tenant}/).
+    #[arg(long, env = "CAPTURE_API_ISSUER")]
+    pub issuer: Option<String>,
+    /// Lifetime of the tokens the built-in issuer hands out.
+    #[arg(long, env = "CAPTURE_API_TOKEN_TTL_SECONDS", default_value_t = 3600)]
+    pub token_ttl_seconds: u64,
+}
+
+pub const DEFAULT_TENANT: &str = "00000000-0000-0000-0000-00000000ca9e";
+
+impl IssuerArgs {
+    pub fn issuer(&self) -> String {
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| format!("https://sts.capture.invalid/{}/", self.tenant_id))
+    }
+}
+
+impl ServeArgs {
+    /// The authentication settings.
+    pub fn auth_config(&self) -> Result<crate::auth::AuthConfig, crate::error::StartupError> {
+        let dev_hs256 = match (&self.dev_hs256_secret_file, &self.dev_hs256_issuer) {
+            (Some(f), Some(i)) => {
+                let secret = std::fs::read(f).map_err(|e| {
+                    crate::error::StartupError(format!("{}: {e}", f.display()))
+                })?;
+                tracing::warn!("HS256 development tokens are accepted: never in production");
+                Some((secret, i.clone()))
+            }
+            _ => None,
+        };
+        let audiences = if self.audiences.is_empty() {
+            crate::auth::DEFAULT_AUDIENCES.map(String::from).to_vec()
+        } else {
+            self.audiences.clone()
+        };
+        Ok(crate::auth::AuthConfig {
+            enabled: !self.auth_disabled,
+            tenant: self.issuer.tenant_id.clone(),
+            issuer: self.issuer.issuer(),
+            audiences,
+            token_ttl: Duration::from_secs(self.issuer.token_ttl_seconds.max(60)),
+            oidc_issuers: self.oidc_issuers.clone(),
+            jwks_file: self.jwks_file.clone().zip(self.jwks_issuer.clone()),
+            dev_hs256,
+            rate_per_second: self.rate_limit_per_second,
+            rate_burst: self.rate_limit_burst,
+            agent_credential_ttl: Duration::from_secs(self.agent_credential_seconds.max(60)),
+        })
+    }
 }
 
 /// Timing settings the handlers and the background tasks share.

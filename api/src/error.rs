@@ -53,6 +53,15 @@ pub enum ApiError {
     Pool(#[from] PoolError),
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    /// 401 with a `WWW-Authenticate: Bearer` challenge.
+    #[error("{code}: {message}")]
+    Unauthorized {
+        code: &'static str,
+        message: String,
+    },
+    /// 429 with `Retry-After`.
+    #[error("throttled for {retry_after_seconds} s")]
+    Throttled { retry_after_seconds: u64 },
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -106,7 +115,10 @@ impl ApiError {
                     | DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)
                     | DieselError::BrokenTransactionManager
             ),
-            ApiError::Arm { .. } | ApiError::Storage(_) => false,
+            ApiError::Arm { .. }
+            | ApiError::Storage(_)
+            | ApiError::Unauthorized { .. }
+            | ApiError::Throttled { .. } => false,
         }
     }
 
@@ -118,6 +130,17 @@ impl ApiError {
                 message,
                 target,
             } => (*status, code, message.clone(), target.clone()),
+            ApiError::Unauthorized { code, message } => {
+                (StatusCode::UNAUTHORIZED, code, message.clone(), None)
+            }
+            ApiError::Throttled { retry_after_seconds } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                format!(
+                    "The request was throttled: too many requests from this principal. Retry after {retry_after_seconds} s."
+                ),
+                None,
+            ),
             ApiError::Storage(e) => {
                 use crate::storage::StorageError as S;
                 let (status, code) = match e {
@@ -172,11 +195,27 @@ impl ResponseError for ApiError {
         }
         let mut resp = HttpResponse::build(status);
         // Never a Retry-After on a 4xx other than 429: the Azure SDKs retry any error carrying one.
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        if let ApiError::Throttled {
+            retry_after_seconds,
+        } = self
+        {
+            resp.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds)));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE
+            || status == StatusCode::TOO_MANY_REQUESTS
+        {
             resp.insert_header((
                 header::RETRY_AFTER,
                 HeaderValue::from(RETRY_AFTER_UNAVAILABLE_SECONDS),
             ));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            let description = message.replace(['"', '\\'], "'");
+            let challenge = format!(
+                "Bearer realm=\"capture-api\", error=\"invalid_token\", error_description=\"{description}\""
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.insert_header((header::WWW_AUTHENTICATE, v));
+            }
         }
         resp.json(CloudError {
             error: CloudErrorBody {

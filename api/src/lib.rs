@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod arm;
+pub mod auth;
 pub mod coalesce;
 pub mod config;
 pub mod db;

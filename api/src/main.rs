@@ -20,6 +20,12 @@ async fn main() -> std::process::ExitCode {
         Command::Migrate(db) => migrate(db).await,
         Command::Serve(args) => capture_api::server::serve(args).await,
         Command::StorageAccounts(cmd) => capture_api::admin::storage_accounts(cmd).await,
+        Command::ServicePrincipals(cmd) => capture_api::admin::service_principals(cmd).await,
+        Command::RoleAssignments(cmd) => capture_api::admin::role_assignments(cmd).await,
+        Command::Token(args) => capture_api::admin::token(args).await,
+        Command::AgentTokens(cmd) => capture_api::admin::agent_tokens(cmd).await,
+        Command::Agents(cmd) => capture_api::admin::agents(cmd).await,
+        Command::SigningKeys(cmd) => capture_api::admin::signing_keys(cmd).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

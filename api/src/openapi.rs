@@ -22,6 +22,7 @@ Stop reasons (`stopReason`): `TimeExceeded`, `TotalBytesExceeded`, `StoppedByUse
         (name = "Compute", description = "The virtual machines of registered agents"),
         (name = "Subscriptions", description = "Subscriptions with resources on this server"),
         (name = "Agent protocol", description = "Used by capture agents, not by ARM clients"),
+        (name = "Identity", description = "The built-in token issuer (Entra-shaped v2 endpoints)"),
     )
 )]
 pub struct ApiDoc;

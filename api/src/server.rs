@@ -16,7 +16,9 @@ use crate::error::StartupError;
 use crate::metrics::Metrics;
 use crate::notify::Hub;
 use crate::openapi::ApiDoc;
-use crate::routes::{self, agent_files, agents, captures, downloads, misc, operations, watchers};
+use crate::routes::{
+    self, agent_files, agents, captures, downloads, identity, misc, operations, watchers,
+};
 use crate::state::{AppState, CaptureReads};
 
 /// Every route, registered once for both the server and the OpenAPI document.
@@ -33,6 +35,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(agents::poll)
         .service(agents::report)
         .service(agents::register)
+        .service(agents::rotate_credential)
         .service(agent_files::upload_sas)
         .service(agent_files::upload_result)
         .service(agent_files::send_file)
@@ -47,6 +50,10 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(watchers::list_in_subscription)
         .service(misc::get_vm)
         .service(misc::list_subscriptions)
+        .service(identity::discovery)
+        .service(identity::jwks)
+        .service(identity::instance_discovery)
+        .service(identity::token)
         .service(misc::healthz)
         .service(misc::readyz)
         .service(misc::metrics);
@@ -83,6 +90,43 @@ fn tls_config(
 }
 
 /// Runs `capture-api serve` until SIGTERM or SIGINT.
+/// The demo subscription of the embedded default's first start.
+pub const DEMO_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000001";
+
+/// At the embedded default's first start (no principal yet): a service principal with Owner on
+/// the demo subscription, and how to get a token for it.
+async fn first_start_principal(state: &AppState, args: &ServeArgs) {
+    let result = async {
+        let mut conn = state.conn().await?;
+        if !crate::auth::principals::list(&mut conn).await?.is_empty() {
+            return Ok(None);
+        }
+        let (sp, secret) = crate::auth::principals::create(&mut conn, "demo-owner").await?;
+        crate::auth::rbac::create(
+            &mut conn,
+            &sp.object_id.to_string(),
+            crate::auth::rbac::Role::Owner,
+            &format!("/subscriptions/{DEMO_SUBSCRIPTION}"),
+        )
+        .await?;
+        Ok::<_, crate::error::ApiError>(Some((sp, secret)))
+    }
+    .await;
+    match result {
+        Ok(Some((sp, secret))) => println!(
+            "capture-api: first start: created the service principal 'demo-owner' with Owner on /subscriptions/{DEMO_SUBSCRIPTION}\n\
+             \x20 a token for curl:  TOKEN=$(cargo run -q -p capture-api -- token --data-dir {dir} --principal {client})\n\
+             \x20                    curl -H \"Authorization: Bearer $TOKEN\" ...\n\
+             \x20 for SDKs and az:   tenant {tenant}, client id {client}, client secret {secret} (shown only now)",
+            dir = args.database.data_dir.display(),
+            client = sp.client_id,
+            tenant = state.auth.config.tenant,
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot create the demo principal"),
+    }
+}
+
 pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     let embedded = match args.database.external_url() {
         Some(_) => None,
@@ -116,6 +160,25 @@ async fn serve_with(
         shutdown_rx,
     ));
 
+    let secrets = Arc::new(crate::storage::secrets::SecretsKey::load_or_create(
+        &args.database.secrets_key_path(),
+    )?);
+    let auth = Arc::new(crate::auth::Auth::new(args.auth_config()?, pool.clone()));
+    if !auth.config.enabled {
+        tracing::warn!("authentication is DISABLED (--auth-disabled): anyone who can reach the server may do anything");
+    }
+    // Role assignment changes (from any process) drop the cached assignments at once.
+    {
+        let mut sub = hub.subscribe(crate::auth::rbac::RBAC_KEY);
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            loop {
+                if sub.changed(std::time::Duration::from_secs(3600)).await {
+                    auth.rbac.invalidate();
+                }
+            }
+        });
+    }
     let state = web::Data::new(AppState {
         pool,
         hub,
@@ -124,10 +187,10 @@ async fn serve_with(
         page_size: args.page_size.max(1),
         default_location: args.location.clone(),
         metrics: Arc::new(Metrics::default()),
+        auth: auth.clone(),
+        secrets: secrets.clone(),
         storage: crate::storage::accounts::Registry::new(
-            Arc::new(crate::storage::secrets::SecretsKey::load_or_create(
-                &args.database.secrets_key_path(),
-            )?),
+            secrets.clone(),
             std::time::Duration::from_secs(args.upload_sas_seconds.max(1)),
             std::time::Duration::from_secs(args.download_sas_seconds.max(1)),
         ),
@@ -149,6 +212,7 @@ async fn serve_with(
             .app_data(web::Data::new(CaptureReads::default()))
             .app_data(web::PayloadConfig::new(routes::MAX_BODY_BYTES))
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+            .wrap(from_fn(crate::auth::authenticate))
             .wrap(from_fn(crate::middleware::arm_envelope))
     })
     .shutdown_timeout(10);
@@ -171,6 +235,9 @@ async fn serve_with(
     };
     let running = server.run();
     // Scripts and tests wait for this line.
+    if embedded.is_some() && state.auth.config.enabled {
+        first_start_principal(&state, args).await;
+    }
     println!("capture-api listening on {scheme}://{local}");
     tracing::info!(url = %format!("{scheme}://{local}"), "listening");
     let result = running

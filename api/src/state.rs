@@ -20,6 +20,9 @@ pub struct AppState {
     pub default_location: String,
     pub metrics: Arc<Metrics>,
     pub storage: crate::storage::accounts::Registry,
+    pub auth: Arc<crate::auth::Auth>,
+    /// Seals storage account keys and signing keys at rest.
+    pub secrets: Arc<crate::storage::secrets::SecretsKey>,
 }
 
 /// A capture as read once for many concurrent readers: the row and its serialized resource.

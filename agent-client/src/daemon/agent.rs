@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::config::RunArgs;
 use super::session::{Outcome, Session, Spec};
-use super::{files, paths, upload};
+use super::{credential, files, paths, upload};
 use crate::client::{AgentClient, ClientError};
 use crate::filter;
 use crate::protocol::{
@@ -47,6 +47,10 @@ pub struct Agent {
     uploads_started: HashSet<Uuid>,
     upload_settings: Arc<upload::UploadSettings>,
     shutting_down: bool,
+    credential_file: credential::CredentialFile,
+    /// The machine's credential, once the server gave one.
+    credential: Option<credential::Stored>,
+    enrollment_token: Option<String>,
 }
 
 /// Capped exponential backoff with jitter.
@@ -84,9 +88,24 @@ impl Agent {
             concurrency: args.upload_concurrency,
             retry_period: Duration::from_secs(args.upload_retry_seconds),
         });
+        let credential_file = credential::CredentialFile::new(&args.state_dir);
+        let credential = credential_file.load(&args.machine_id);
+        let enrollment_token = args.enrollment_token().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the enrollment token");
+            None
+        });
+        client.set_bearer(
+            credential
+                .as_ref()
+                .map(|c| c.credential.clone())
+                .or_else(|| enrollment_token.clone()),
+        );
         Agent {
             args,
             client,
+            credential_file,
+            credential,
+            enrollment_token,
             running: HashMap::new(),
             seen: HashSet::new(),
             outbox,
@@ -99,8 +118,36 @@ impl Agent {
         }
     }
 
+    /// Keeps a credential the server handed out.
+    fn keep_credential(&mut self, credential: String, expires_on: chrono::DateTime<chrono::Utc>) {
+        let stored = credential::Stored {
+            machine_id: self.args.machine_id.clone(),
+            credential,
+            obtained_at: chrono::Utc::now(),
+            expires_on,
+        };
+        if let Err(e) = self.credential_file.save(&stored) {
+            tracing::warn!(error = %e, "cannot save the agent credential");
+        }
+        self.credential = Some(stored);
+    }
+
+    /// Rotates the credential when a third of its life is left.
+    async fn rotate_if_due(&mut self, agent_id: Uuid) {
+        if !self.credential.as_ref().is_some_and(credential::Stored::due) {
+            return;
+        }
+        match self.client.rotate_credential(agent_id).await {
+            Ok(c) => {
+                tracing::info!(expires_on = %c.expires_on, "agent credential rotated");
+                self.keep_credential(c.credential, c.expires_on);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot rotate the agent credential"),
+        }
+    }
+
     /// Registers, retrying with backoff; `None` when shutdown was asked for meanwhile.
-    async fn register(&self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Option<Uuid> {
+    async fn register(&mut self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Option<Uuid> {
         let req = RegisterRequest {
             machine_id: self.args.machine_id.clone(),
             location: self.args.location.clone(),
@@ -115,7 +162,19 @@ impl Agent {
             match self.client.register(&req).await {
                 Ok(r) => {
                     tracing::info!(agent_id = %r.agent_id, "registered");
+                    if let (Some(c), Some(e)) = (r.credential, r.credential_expires_on) {
+                        self.keep_credential(c, e);
+                    }
                     return Some(r.agent_id);
+                }
+                // The stored credential no longer works (revoked, expired): enroll again if a
+                // token was given.
+                Err(ClientError::Server { status: 401, .. })
+                    if self.credential.is_some() && self.enrollment_token.is_some() =>
+                {
+                    tracing::warn!("the agent credential was refused; enrolling again");
+                    self.credential = None;
+                    self.client.set_bearer(self.enrollment_token.clone());
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "registration failed; retrying");
@@ -144,6 +203,7 @@ impl Agent {
         let mut attempt = 0;
         let mut finished = tokio::time::interval(Duration::from_millis(100));
         let mut progress = tokio::time::interval(report_every);
+        let mut rotation = tokio::time::interval(Duration::from_secs(30));
         // The long poll stays in flight while the ticks below run: it is only replaced once it
         // answered.
         let next_poll = |client: AgentClient, id: Uuid, since: Option<i64>, delay: Duration| {
@@ -166,7 +226,7 @@ impl Agent {
                             self.send_files(&a.transfers);
                             self.resume_uploads(&a.uploads);
                         }
-                        Err(ClientError::Server { status: 404, .. }) => {
+                        Err(ClientError::Server { status: 401 | 404, .. }) => {
                             let Some(new_id) = self.register(&mut shutdown).await else {
                                 break;
                             };
@@ -183,6 +243,7 @@ impl Agent {
                     poll = next_poll(self.client.clone(), id, since, delay);
                 }
                 _ = finished.tick() => self.collect_finished(),
+                _ = rotation.tick() => self.rotate_if_due(id).await,
                 _ = progress.tick() => {
                     for r in self.progress() {
                         let _ = self.outbox.send(r);

@@ -47,6 +47,13 @@ pub struct RunArgs {
         default_value = "/var/captures"
     )]
     pub captures_root: PathBuf,
+    /// Enrollment token (`capture-api agent-tokens create`) for the first registration; the
+    /// credential the server answers with is kept in --state-dir and used from then on.
+    #[arg(long, env = "CAPTURE_AGENT_ENROLLMENT_TOKEN", hide_env_values = true)]
+    pub enrollment_token: Option<String>,
+    /// A file holding the enrollment token (instead of --enrollment-token).
+    #[arg(long, env = "CAPTURE_AGENT_ENROLLMENT_TOKEN_FILE")]
+    pub enrollment_token_file: Option<PathBuf>,
     /// PEM certificate to trust for the server (a self-signed server).
     #[arg(long, env = "CAPTURE_AGENT_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
@@ -82,6 +89,19 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The enrollment token, from the flag or the file.
+    pub fn enrollment_token(&self) -> Result<Option<String>, String> {
+        if let Some(t) = &self.enrollment_token {
+            return Ok(Some(t.trim().to_string()));
+        }
+        match &self.enrollment_token_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| format!("{}: {e}", f.display())),
+            None => Ok(None),
+        }
+    }
+
     /// The device libpcap opens.
     pub fn device(&self) -> String {
         match self.interfaces.as_slice() {

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod credential;
 pub mod files;
 pub mod paths;
 pub mod session;

@@ -127,6 +127,7 @@ pub struct OperationRow {
     pub error_message: Option<String>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub principal_id: Option<String>,
 }
 
 #[derive(Debug, Insertable)]
@@ -139,6 +140,7 @@ pub struct NewOperation<'a> {
     pub resource_id: &'a str,
     pub capture_id: Option<Uuid>,
     pub watcher_id: Option<Uuid>,
+    pub principal_id: Option<&'a str>,
     pub status: &'a str,
     pub deadline: DateTime<Utc>,
 }

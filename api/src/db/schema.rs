@@ -32,6 +32,11 @@ diesel::table! {
         registered_at -> Timestamptz,
         last_seen_at -> Timestamptz,
         lost -> Bool,
+        credential_hash -> Nullable<Text>,
+        credential_expires_at -> Nullable<Timestamptz>,
+        previous_credential_hash -> Nullable<Text>,
+        previous_credential_until -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -122,6 +127,52 @@ diesel::table! {
         deadline -> Timestamptz,
         created_at -> Timestamptz,
         finished_at -> Nullable<Timestamptz>,
+        principal_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    service_principals (client_id) {
+        client_id -> Uuid,
+        object_id -> Uuid,
+        display_name -> Text,
+        secret_hash -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        alg -> Text,
+        private_sealed -> Bytea,
+        public_jwk -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    role_assignments (id) {
+        id -> Uuid,
+        principal_id -> Text,
+        scope -> Text,
+        scope_key -> Text,
+        role -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    agent_tokens (id) {
+        id -> Uuid,
+        secret_hash -> Text,
+        scope -> Text,
+        scope_key -> Text,
+        reusable -> Bool,
+        expires_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        uses -> Integer,
+        created_at -> Timestamptz,
     }
 }
 
@@ -135,5 +186,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     operations,
     storage_accounts,
     file_transfers,
-    transfer_chunks
+    transfer_chunks,
+    service_principals,
+    signing_keys,
+    role_assignments,
+    agent_tokens
 );

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::arm::models::PacketCaptureParameters;
 use crate::db::models::{CaptureRow, StorageAccountRow, TransferRow};
 use crate::db::schema::{file_transfers, packet_captures, transfer_chunks};
+use crate::auth::agents::AgentBearer;
 use crate::error::{ApiError, ApiResult, CloudError};
 use crate::state::AppState;
 
@@ -53,9 +54,10 @@ fn not_assigned(capture_id: Uuid) -> ApiError {
 async fn own_capture(
     conn: &mut AsyncPgConnection,
     agent_id: Uuid,
+    bearer: &AgentBearer,
     capture_id: Uuid,
 ) -> ApiResult<CaptureRow> {
-    let machine = super::agents::touch(conn, agent_id).await?;
+    let machine = super::agents::touch(conn, agent_id, bearer).await?;
     packet_captures::table
         .find(capture_id)
         .filter(packet_captures::machine_key.eq(&machine.resource_key))
@@ -120,11 +122,12 @@ async fn pending_upload(
 #[post("/agent/v1/agents/{agentId}/captures/{captureId}/upload-sas")]
 pub async fn upload_sas(
     state: web::Data<AppState>,
+    bearer: AgentBearer,
     path: web::Path<(Uuid, Uuid)>,
 ) -> ApiResult<HttpResponse> {
     let (agent_id, capture_id) = path.into_inner();
     let mut conn = state.conn().await?;
-    let c = own_capture(&mut conn, agent_id, capture_id).await?;
+    let c = own_capture(&mut conn, agent_id, &bearer, capture_id).await?;
     let (account, blob) = pending_upload(&mut conn, &c).await?;
     drop(conn);
     state.storage.ensure_container(&account).await?;
@@ -165,6 +168,7 @@ fn storage_path(c: &CaptureRow) -> Option<String> {
 #[post("/agent/v1/agents/{agentId}/captures/{captureId}/upload")]
 pub async fn upload_result(
     state: web::Data<AppState>,
+    bearer: AgentBearer,
     path: web::Path<(Uuid, Uuid)>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
@@ -177,7 +181,7 @@ pub async fn upload_result(
         )
     })?;
     let mut conn = state.conn().await?;
-    let c = own_capture(&mut conn, agent_id, capture_id).await?;
+    let c = own_capture(&mut conn, agent_id, &bearer, capture_id).await?;
     // Only a pending upload changes; the guard makes replicas and retries agree.
     let target = packet_captures::table
         .find(c.id)
@@ -280,9 +284,10 @@ pub async fn upload_result(
 async fn own_transfer(
     conn: &mut AsyncPgConnection,
     agent_id: Uuid,
+    bearer: &AgentBearer,
     id: Uuid,
 ) -> ApiResult<TransferRow> {
-    let machine = super::agents::touch(conn, agent_id).await?;
+    let machine = super::agents::touch(conn, agent_id, bearer).await?;
     file_transfers::table
         .find(id)
         .filter(file_transfers::machine_key.eq(&machine.resource_key))
@@ -323,6 +328,7 @@ fn canceled() -> ApiError {
 pub async fn send_file(
     req: HttpRequest,
     state: web::Data<AppState>,
+    bearer: AgentBearer,
     path: web::Path<(Uuid, Uuid)>,
     mut payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
@@ -342,7 +348,7 @@ pub async fn send_file(
     let key = transfer_key(id);
     {
         let mut conn = state.conn().await?;
-        own_transfer(&mut conn, agent_id, id).await?;
+        own_transfer(&mut conn, agent_id, &bearer, id).await?;
         // Only the first sender of a requested transfer goes on.
         let started = diesel::update(
             file_transfers::table
@@ -505,6 +511,7 @@ async fn wait_for_room(
 #[post("/agent/v1/agents/{agentId}/transfers/{transferId}/failure")]
 pub async fn decline_file(
     state: web::Data<AppState>,
+    bearer: AgentBearer,
     path: web::Path<(Uuid, Uuid)>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
@@ -517,7 +524,7 @@ pub async fn decline_file(
         )
     })?;
     let mut conn = state.conn().await?;
-    own_transfer(&mut conn, agent_id, id).await?;
+    own_transfer(&mut conn, agent_id, &bearer, id).await?;
     diesel::update(
         file_transfers::table
             .find(id)

@@ -22,6 +22,9 @@ use crate::arm::ids::{self, ResourceId};
 use crate::arm::models::PacketCaptureParameters;
 use crate::db::models::{CaptureRow, MachineRow, NewMachine, NewWatcher};
 use crate::db::schema::{file_transfers, machines, network_watchers, packet_captures};
+use crate::auth::agents::{
+    AgentBearer, CREDENTIAL_PREFIX, ENROLLMENT_PREFIX, credential_matches, issue_credential, redeem,
+};
 use crate::error::{ApiError, ApiResult, CloudError};
 use crate::state::AppState;
 
@@ -59,7 +62,11 @@ fn is_machine_id(id: &ResourceId) -> bool {
     )
 )]
 #[post("/agent/v1/agents")]
-pub async fn register(state: web::Data<AppState>, body: web::Bytes) -> ApiResult<HttpResponse> {
+pub async fn register(
+    state: web::Data<AppState>,
+    bearer: AgentBearer,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
     let req: RegisterRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(
             "InvalidRequestContent",
@@ -85,8 +92,40 @@ pub async fn register(state: web::Data<AppState>, body: web::Bytes) -> ApiResult
     let agent_id = Uuid::new_v4();
     let key = ids::key(&req.machine_id);
     let machine_id = req.machine_id.clone();
+    let credential_ttl = state.auth.config.agent_credential_ttl;
     let mut conn = state.conn().await?;
-    conn.transaction::<_, ApiError, _>(async move |conn| {
+    let issued = conn.transaction::<_, ApiError, _>(async move |conn| {
+            // Who may register this machine: the holder of an enrollment token whose scope
+            // holds it, or of the machine's own credential.
+            let enrolling = match &bearer.0 {
+                None => false,
+                Some(t) if t.starts_with(ENROLLMENT_PREFIX) => {
+                    redeem(conn, t, &key).await?;
+                    true
+                }
+                Some(t) if t.starts_with(CREDENTIAL_PREFIX) => {
+                    let own: bool = diesel::select(diesel::dsl::exists(
+                        machines::table
+                            .filter(machines::resource_key.eq(&key))
+                            .filter(credential_matches(t)),
+                    ))
+                    .get_result(conn)
+                    .await?;
+                    if !own {
+                        return Err(ApiError::Unauthorized {
+                            code: "AgentNotAuthorized",
+                            message: "The credential is not this machine's, or it expired or was revoked.".into(),
+                        });
+                    }
+                    false
+                }
+                Some(_) => {
+                    return Err(ApiError::Unauthorized {
+                        code: "AgentNotAuthorized",
+                        message: "Register with an enrollment token (cet_...) or the machine's credential (cac_...).".into(),
+                    });
+                }
+            };
             let row = NewMachine {
                 resource_key: key.clone(),
                 resource_id: &req.machine_id,
@@ -138,7 +177,10 @@ pub async fn register(state: web::Data<AppState>, body: web::Bytes) -> ApiResult
                 .on_conflict_do_nothing()
                 .execute(conn)
                 .await?;
-            Ok(())
+            if enrolling {
+                return Ok(Some(issue_credential(conn, &key, credential_ttl).await?));
+            }
+            Ok(None)
             })
     .await?;
     crate::sweeper::settle(&mut conn, None).await?;
@@ -147,6 +189,8 @@ pub async fn register(state: web::Data<AppState>, body: web::Bytes) -> ApiResult
         agent_id,
         max_poll_seconds: state.timing.max_poll().as_secs().max(1) as u32,
         lost_after_seconds: state.timing.agent_lost.as_secs() as u32,
+        credential_expires_on: issued.as_ref().map(|(_, e)| *e),
+        credential: issued.map(|(c, _)| c),
     }))
 }
 
@@ -160,18 +204,49 @@ pub struct PollQuery {
     pub wait_seconds: Option<f64>,
 }
 
-/// Marks the agent alive and returns its machine.
-pub(super) async fn touch(conn: &mut AsyncPgConnection, agent_id: Uuid) -> ApiResult<MachineRow> {
-    diesel::update(machines::table.filter(machines::agent_id.eq(agent_id)))
-        .set((
-            machines::last_seen_at.eq(Utc::now()),
-            machines::lost.eq(false),
-        ))
-        .returning(MachineRow::as_returning())
+/// Checks the agent's credential, marks the agent alive and returns its machine: 404 for an
+/// unknown agent id (register again), 401 for a credential that is not the machine's (or was
+/// revoked).
+pub(super) async fn touch(
+    conn: &mut AsyncPgConnection,
+    agent_id: Uuid,
+    bearer: &AgentBearer,
+) -> ApiResult<MachineRow> {
+    let target = machines::table.filter(machines::agent_id.eq(agent_id));
+    let updated = match &bearer.0 {
+        None => diesel::update(target)
+            .set((
+                machines::last_seen_at.eq(Utc::now()),
+                machines::lost.eq(false),
+            ))
+            .returning(MachineRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?,
+        Some(credential) => diesel::update(target.filter(credential_matches(credential)))
+            .set((
+                machines::last_seen_at.eq(Utc::now()),
+                machines::lost.eq(false),
+            ))
+            .returning(MachineRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?,
+    };
+    if let Some(m) = updated {
+        return Ok(m);
+    }
+    let exists: bool = diesel::select(diesel::dsl::exists(target))
         .get_result(conn)
-        .await
-        .optional()?
-        .ok_or_else(|| agent_not_registered(agent_id))
+        .await?;
+    if exists {
+        Err(ApiError::Unauthorized {
+            code: "AgentNotAuthorized",
+            message: "The credential is not this agent's, or it expired or was revoked.".into(),
+        })
+    } else {
+        Err(agent_not_registered(agent_id))
+    }
 }
 
 /// The machine's assignments. Their generation is a hash of their content: it changes exactly
@@ -331,6 +406,7 @@ fn to_assignment(c: &CaptureRow) -> Option<CaptureAssignment> {
 #[get("/agent/v1/agents/{agentId}/assignments")]
 pub async fn poll(
     state: web::Data<AppState>,
+    bearer: AgentBearer,
     path: web::Path<Uuid>,
     query: web::Query<PollQuery>,
 ) -> ApiResult<HttpResponse> {
@@ -345,18 +421,24 @@ pub async fn poll(
 
     let machine = {
         let mut conn = state.conn().await?;
-        touch(&mut conn, agent_id).await?
+        touch(&mut conn, agent_id, &bearer).await?
     };
     // Subscribe before reading, so that a change committed in between still wakes us.
     let mut sub = state.hub.subscribe(&machine.resource_key);
     state.metrics.polls_waiting.inc();
     let _guard = scopeguard(&state);
+    let mut woken = false;
     loop {
         sub.mark_seen();
         let current = {
             let mut conn = state.conn().await?;
+            // A revocation (which wakes us) ends the poll at once.
+            if woken && bearer.0.is_some() {
+                touch(&mut conn, agent_id, &bearer).await?;
+            }
             assignments(&mut conn, &state.storage, &machine.resource_key).await?
         };
+        woken = true;
         let now = Instant::now();
         if query.since != Some(current.generation) || now >= deadline {
             return Ok(HttpResponse::Ok().json(current));
@@ -401,6 +483,7 @@ fn counters_i64(c: &CaptureCounters) -> (i64, i64, i64, serde_json::Value) {
 #[post("/agent/v1/agents/{agentId}/captures/{captureId}/report")]
 pub async fn report(
     state: web::Data<AppState>,
+    bearer: AgentBearer,
     path: web::Path<(Uuid, Uuid)>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
@@ -414,7 +497,7 @@ pub async fn report(
     })?;
     let mut conn = state.conn().await?;
     conn.transaction::<_, ApiError, _>(async move |conn| {
-            let machine = touch(conn, agent_id).await?;
+            let machine = touch(conn, agent_id, &bearer).await?;
             // A scale set instance: lock its parent first, in the order stop and delete use
             // (parent, then instances), so that the two cannot deadlock.
             let parent: Option<Option<Uuid>> = packet_captures::table
@@ -518,4 +601,44 @@ pub async fn report(
             })
     .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Rotate the agent's credential: the new one is the answer; the current one keeps working for
+/// a few minutes.
+#[utoipa::path(
+    tag = "Agent protocol",
+    operation_id = "Agents_RotateCredential",
+    params(("agentId" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The new credential", body = agent_client::AgentCredential),
+        (status = 401, description = "Not this agent's credential", body = CloudError),
+        (status = 404, description = "Unknown agent", body = CloudError),
+    )
+)]
+#[post("/agent/v1/agents/{agentId}/credential")]
+pub async fn rotate_credential(
+    state: web::Data<AppState>,
+    bearer: AgentBearer,
+    path: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let agent_id = path.into_inner();
+    if bearer.0.is_none() {
+        return Err(ApiError::bad_request(
+            "AuthenticationDisabled",
+            "Authentication is disabled on this server: agents have no credentials.",
+        ));
+    }
+    let mut conn = state.conn().await?;
+    let machine = touch(&mut conn, agent_id, &bearer).await?;
+    let (credential, expires_on) = issue_credential(
+        &mut conn,
+        &machine.resource_key,
+        state.auth.config.agent_credential_ttl,
+    )
+    .await?;
+    tracing::info!(machine = %machine.resource_id, "agent credential rotated");
+    Ok(HttpResponse::Ok().json(agent_client::AgentCredential {
+        credential,
+        expires_on,
+    }))
 }

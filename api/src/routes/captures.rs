@@ -16,6 +16,8 @@ use crate::arm::models::{
     PacketCaptureQueryStatusResult, PacketCaptureResult, PacketCaptureResultProperties, etag,
 };
 use crate::arm::validate;
+use crate::auth::{Caller, actions};
+use super::{capture_scope, watcher_scope};
 use crate::db::models::{CaptureRow, NewCapture, WatcherRow};
 use crate::db::schema::{operations, packet_captures};
 use crate::error::{ApiError, ApiResult, CloudError};
@@ -267,12 +269,17 @@ fn etag_matches(header_value: &str, current: &str) -> bool {
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
+    caller: Caller,
     path: CapturePath,
     v: NetworkApiVersion,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(&state, actions::CAPTURE_WRITE, &capture_scope(&sub, &rg, &nw, &name))
+        .await?;
+    let principal = caller.id().to_string();
     validate_resource_name(&name, "packet capture")?;
     let valid = validate::capture_body(&json_body(&body)?)?;
     let if_match = header(&req, "If-Match").map(str::to_string);
@@ -346,7 +353,7 @@ pub async fn create(
                         Some(row) => {
                             let op_id =
 
-                                super::start_operation(conn, &watcher, "CreateCapture", &resource_id, Some(id), deadline).await?;
+                                super::start_operation(conn, &watcher, "CreateCapture", &resource_id, Some(id), deadline, &principal).await?;
                             if row.is_scale_set {
                                 crate::sweeper::expand_scale_sets(conn, Some(id)).await?;
                             }
@@ -432,12 +439,16 @@ pub async fn create(
 )]
 pub async fn get_capture(
     state: web::Data<AppState>,
+    caller: Caller,
     reads: web::Data<crate::state::CaptureReads>,
     path: CapturePath,
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(&state, actions::CAPTURE_READ, &capture_scope(&sub, &rg, &nw, &name))
+        .await?;
     let c = read_capture(&state, &reads, &sub, &rg, &nw, &name).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("ETag", c.etag.clone()))
@@ -465,11 +476,15 @@ pub async fn get_capture(
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, String, String)>,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(&state, actions::CAPTURE_READ, &watcher_scope(&sub, &rg, &nw))
+        .await?;
     let after = skiptoken(&req).unwrap_or_default();
     let mut conn = state.conn().await?;
     let watcher = find_watcher(&mut conn, &sub, &rg, &nw).await?;
@@ -514,12 +529,16 @@ pub async fn list(
 )]
 pub async fn query_status(
     state: web::Data<AppState>,
+    caller: Caller,
     reads: web::Data<crate::state::CaptureReads>,
     path: CapturePath,
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(&state, actions::CAPTURE_QUERY_STATUS, &capture_scope(&sub, &rg, &nw, &name))
+        .await?;
     let c = read_capture(&state, &reads, &sub, &rg, &nw, &name).await?;
     Ok(HttpResponse::Ok().json(status_model(&c.row)))
 }
@@ -548,11 +567,16 @@ pub async fn query_status(
 pub async fn stop(
     req: HttpRequest,
     state: web::Data<AppState>,
+    caller: Caller,
     path: CapturePath,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(&state, actions::CAPTURE_STOP, &capture_scope(&sub, &rg, &nw, &name))
+        .await?;
+    let principal = caller.id().to_string();
     let mut conn = state.conn().await?;
     let deadline = Utc::now() + state.timing.stop_grace * 2;
     let outcome = conn
@@ -576,6 +600,7 @@ pub async fn stop(
                 &c.resource_id,
                 Some(c.id),
                 deadline,
+                &principal,
             )
             .await?;
             Ok(Some((watcher, op_id)))
@@ -617,11 +642,16 @@ pub async fn stop(
 pub async fn delete_capture(
     req: HttpRequest,
     state: web::Data<AppState>,
+    caller: Caller,
     path: CapturePath,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(&state, actions::CAPTURE_DELETE, &capture_scope(&sub, &rg, &nw, &name))
+        .await?;
+    let principal = caller.id().to_string();
     let mut conn = state.conn().await?;
     let deadline = Utc::now() + state.timing.stop_grace * 2;
     let outcome = conn
@@ -638,6 +668,7 @@ pub async fn delete_capture(
                 &c.resource_id,
                 Some(c.id),
                 deadline,
+                &principal,
             )
             .await?;
             crate::sweeper::settle(conn, Some(c.id)).await?;

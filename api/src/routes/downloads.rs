@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use super::agent_files::{notify, transfer_key};
 use super::captures::find_watcher_and_capture;
-use super::check_scope;
+use super::{capture_scope, check_scope};
+use crate::auth::{Caller, actions};
 use crate::arm::api_version::NetworkApiVersion;
 use crate::db::models::{CaptureRow, TransferRow};
 use crate::db::schema::{file_transfers, machines, transfer_chunks};
@@ -78,11 +79,15 @@ fn not_available(message: impl Into<String>) -> ApiError {
 pub async fn download(
     req: HttpRequest,
     state: web::Data<AppState>,
+    caller: Caller,
     path: CapturePath,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(&state, actions::CAPTURE_READ, &capture_scope(&sub, &rg, &nw, &name))
+        .await?;
     let mut conn = state.conn().await?;
     let c = find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?;
     if c.upload_state.as_deref() == Some("Uploaded")
@@ -146,11 +151,15 @@ pub async fn download(
 )]
 pub async fn content(
     state: web::Data<AppState>,
+    caller: Caller,
     path: CapturePath,
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(&state, actions::CAPTURE_READ, &capture_scope(&sub, &rg, &nw, &name))
+        .await?;
     let c = {
         let mut conn = state.conn().await?;
         find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?

@@ -93,11 +93,19 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 )]
 pub async fn get_vm(
     state: web::Data<AppState>,
+    caller: crate::auth::Caller,
     path: web::Path<(String, String, String)>,
     _v: AnyApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, vm) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(
+            &state,
+            crate::auth::actions::VM_READ,
+            &format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}"),
+        )
+        .await?;
     let key = ids::key(&format!(
         "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}"
     ));
@@ -132,8 +140,10 @@ pub async fn get_vm(
 #[get("/subscriptions")]
 pub async fn list_subscriptions(
     state: web::Data<AppState>,
+    caller: crate::auth::Caller,
     _v: AnyApiVersion,
 ) -> ApiResult<HttpResponse> {
+    let visible = caller.subscription_filter(&state).await?;
     let mut conn = state.conn().await?;
     let mut subs: Vec<String> = network_watchers::table
         .select(network_watchers::subscription_id)
@@ -152,6 +162,7 @@ pub async fn list_subscriptions(
     Ok(HttpResponse::Ok().json(SubscriptionListResult {
         value: subs
             .into_iter()
+            .filter(|s| visible(s))
             .map(|s| Subscription {
                 id: format!("/subscriptions/{s}"),
                 subscription_id: s.clone(),

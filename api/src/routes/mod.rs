@@ -4,6 +4,7 @@ pub mod agent_files;
 pub mod agents;
 pub mod captures;
 pub mod downloads;
+pub mod identity;
 pub mod misc;
 pub mod operations;
 pub mod watchers;
@@ -48,6 +49,16 @@ pub fn check_scope(subscription: &str, resource_group: Option<&str>) -> ApiResul
     Ok(())
 }
 
+/// ARM id of a network watcher, as the request named it (an authorization scope).
+pub fn watcher_scope(subscription: &str, rg: &str, nw: &str) -> String {
+    format!("/subscriptions/{subscription}/resourceGroups/{rg}/providers/Microsoft.Network/networkWatchers/{nw}")
+}
+
+/// ARM id of a packet capture, as the request named it (an authorization scope).
+pub fn capture_scope(subscription: &str, rg: &str, nw: &str, name: &str) -> String {
+    format!("{}/packetCaptures/{name}", watcher_scope(subscription, rg, nw))
+}
+
 pub fn watcher_identity(subscription: &str, rg: &str, name: &str) -> String {
     ids::key(&format!("{subscription}/{rg}/{name}"))
 }
@@ -80,6 +91,7 @@ pub async fn start_operation(
     resource_id: &str,
     capture_id: Option<uuid::Uuid>,
     deadline: chrono::DateTime<chrono::Utc>,
+    principal: &str,
 ) -> diesel::QueryResult<uuid::Uuid> {
     let id = uuid::Uuid::new_v4();
     diesel::insert_into(crate::db::schema::operations::table)
@@ -93,6 +105,7 @@ pub async fn start_operation(
             watcher_id: Some(watcher.id),
             status: "InProgress",
             deadline,
+            principal_id: Some(principal),
         })
         .execute(conn)
         .await?;

@@ -20,6 +20,7 @@ type OpPath = web::Path<(String, String, String)>;
 
 async fn find_operation(
     state: &AppState,
+    caller: &crate::auth::Caller,
     sub: &str,
     location: &str,
     id: &str,
@@ -35,9 +36,12 @@ async fn find_operation(
         .await
         .optional()?
         .ok_or_else(not_found)?;
-    // Another subscription (or region) does not see the operation at all.
+    // Another subscription (or region), or another caller than the one that started it, does
+    // not see the operation at all.
+    let other_caller = !caller.0.unrestricted && op.principal_id.as_deref() != Some(caller.id());
     if op.subscription_key != ids::key(sub)
         || ids::location_key(&op.location) != ids::location_key(location)
+        || other_caller
     {
         return Err(not_found());
     }
@@ -63,11 +67,12 @@ async fn find_operation(
 pub async fn operation_status(
     req: HttpRequest,
     state: web::Data<AppState>,
+    caller: crate::auth::Caller,
     path: OpPath,
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, location, id) = path.into_inner();
-    let op = find_operation(&state, &sub, &location, &id).await?;
+    let op = find_operation(&state, &caller, &sub, &location, &id).await?;
     let mut resp = HttpResponse::Ok();
     if op.status == "InProgress" {
         resp.insert_header(("Retry-After", "1"));
@@ -111,11 +116,12 @@ pub async fn operation_status(
 pub async fn operation_result(
     req: HttpRequest,
     state: web::Data<AppState>,
+    caller: crate::auth::Caller,
     path: OpPath,
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, location, id) = path.into_inner();
-    let op = find_operation(&state, &sub, &location, &id).await?;
+    let op = find_operation(&state, &caller, &sub, &location, &id).await?;
     if op.status == "InProgress" {
         let url = format!("{}{}", state.base_url(&req), req.uri());
         return Ok(HttpResponse::Accepted()

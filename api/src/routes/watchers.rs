@@ -12,7 +12,9 @@ use uuid::Uuid;
 use super::{
     check_scope, find_watcher, json_body, lro_response, next_link, skiptoken, watcher_identity,
 };
+use super::watcher_scope;
 use crate::arm::api_version::NetworkApiVersion;
+use crate::auth::{Caller, actions};
 use crate::arm::ids::{self, validate_resource_name};
 use crate::arm::models::{
     NetworkWatcher, NetworkWatcherCreate, NetworkWatcherListResult, NetworkWatcherProperties,
@@ -105,12 +107,16 @@ fn tags_of(obj: &serde_json::Map<String, Value>) -> ApiResult<Option<BTreeMap<St
 )]
 pub async fn create_or_update(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, String, String)>,
     _v: NetworkApiVersion,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(&state, actions::WATCHER_WRITE, &watcher_scope(&sub, &rg, &name))
+        .await?;
     validate_resource_name(&name, "network watcher")?;
     let body = json_body(&body)?;
     let obj = body.as_object().ok_or_else(|| {
@@ -224,11 +230,15 @@ pub async fn create_or_update(
 )]
 pub async fn get_watcher(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, String, String)>,
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(&state, actions::WATCHER_READ, &watcher_scope(&sub, &rg, &name))
+        .await?;
     let mut conn = state.conn().await?;
     let w = find_watcher(&mut conn, &sub, &rg, &name).await?;
     Ok(HttpResponse::Ok().json(to_model(&w)))
@@ -253,12 +263,16 @@ pub async fn get_watcher(
 )]
 pub async fn update_tags(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, String, String)>,
     _v: NetworkApiVersion,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(&state, actions::WATCHER_WRITE, &watcher_scope(&sub, &rg, &name))
+        .await?;
     let body = json_body(&body)?;
     let obj = body.as_object().ok_or_else(|| {
         ApiError::invalid(
@@ -302,11 +316,16 @@ pub async fn update_tags(
 pub async fn delete_watcher(
     req: HttpRequest,
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, String, String)>,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    caller
+        .authorize(&state, actions::WATCHER_DELETE, &watcher_scope(&sub, &rg, &name))
+        .await?;
+    let principal = caller.id().to_string();
     let mut conn = state.conn().await?;
     let identity = watcher_identity(&sub, &rg, &name);
     let deadline = chrono::Utc::now() + state.timing.stop_grace * 3;
@@ -328,7 +347,7 @@ pub async fn delete_watcher(
                 .await?;
             super::captures::stop_and_mark_deleting(conn, Some(w.id), None).await?;
             let op_id =
-                super::start_operation(conn, &w, "DeleteWatcher", &to_model(&w).id, None, deadline)
+                super::start_operation(conn, &w, "DeleteWatcher", &to_model(&w).id, None, deadline, &principal)
                     .await?;
             crate::sweeper::settle(conn, None).await?;
             Ok(Some((w, op_id)))
@@ -368,13 +387,14 @@ pub async fn delete_watcher(
 pub async fn list_in_group(
     req: HttpRequest,
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, String)>,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     let prefix = ids::key(&format!("{sub}/{rg}/"));
-    list(&req, &state, &v, prefix).await
+    list(&req, &state, &caller, &v, prefix).await
 }
 
 /// List the network watchers of a subscription.
@@ -394,20 +414,25 @@ pub async fn list_in_group(
 pub async fn list_in_subscription(
     req: HttpRequest,
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let sub = path.into_inner();
     check_scope(&sub, None)?;
-    list(&req, &state, &v, ids::key(&format!("{sub}/"))).await
+    list(&req, &state, &caller, &v, ids::key(&format!("{sub}/"))).await
 }
 
+/// A page of watchers whose identity starts with `prefix`, showing only those the caller may
+/// read (the next link follows the scan, so pages may hold fewer items).
 async fn list(
     req: &HttpRequest,
     state: &AppState,
+    caller: &Caller,
     v: &NetworkApiVersion,
     prefix: String,
 ) -> ApiResult<HttpResponse> {
+    let readable = caller.filter(state, actions::WATCHER_READ).await?;
     let after = skiptoken(req).unwrap_or_default();
     let mut conn = state.conn().await?;
     let pattern = format!(
@@ -432,7 +457,11 @@ async fn list(
         _ => None,
     };
     Ok(HttpResponse::Ok().json(NetworkWatcherListResult {
-        value: page.iter().map(|(_, w)| to_model(w)).collect(),
+        value: page
+            .iter()
+            .map(|(_, w)| to_model(w))
+            .filter(|m| readable(&m.id))
+            .collect(),
         next_link: next,
     }))
 }

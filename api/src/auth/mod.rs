@@ -1,0 +1,359 @@
+//! Authentication and authorization of the management API (bearer JWTs, RBAC, throttling), the
+//! built-in token issuer, and agent enrollment and credentials.
+
+pub mod agents;
+pub mod keys;
+pub mod principals;
+pub mod rbac;
+pub mod secrets;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use serde::Serialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Audiences accepted by default: the resource ids of Azure Resource Manager.
+pub const DEFAULT_AUDIENCES: [&str; 4] = [
+    "https://management.azure.com",
+    "https://management.azure.com/",
+    "https://management.core.windows.net",
+    "https://management.core.windows.net/",
+];
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Off only with `--auth-disabled` (local development).
+    pub enabled: bool,
+    pub tenant: String,
+    /// `iss` of the built-in issuer's tokens.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    /// Lifetime of tokens the built-in issuer hands out.
+    pub token_ttl: Duration,
+    pub oidc_issuers: Vec<String>,
+    /// A JWKS file and the issuer whose keys it holds.
+    pub jwks_file: Option<(PathBuf, String)>,
+    /// Development only: an HS256 secret and the issuer it stands for.
+    pub dev_hs256: Option<(Vec<u8>, String)>,
+    /// Requests per second and burst per principal; 0 = unlimited.
+    pub rate_per_second: f64,
+    pub rate_burst: f64,
+    pub agent_credential_ttl: Duration,
+}
+
+/// Who is calling the management API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Object id (`oid`, else `sub`), lower case.
+    pub id: String,
+    /// Application id (`appid`/`azp`), lower case.
+    pub app_id: Option<String>,
+    /// Authentication is disabled: everything is allowed.
+    pub unrestricted: bool,
+}
+
+impl Principal {
+    fn anonymous() -> Principal {
+        Principal {
+            id: "anonymous".into(),
+            app_id: None,
+            unrestricted: true,
+        }
+    }
+}
+
+/// The shared authentication state of a server process.
+pub struct Auth {
+    pub config: AuthConfig,
+    pub validator: tokens::Validator,
+    pub rbac: rbac::Rbac,
+    limiter: Mutex<HashMap<String, (f64, Instant)>>,
+    signer: Mutex<Option<(Instant, keys::Signer)>>,
+}
+
+impl Auth {
+    pub fn new(config: AuthConfig, pool: crate::db::DbPool) -> Auth {
+        Auth {
+            config,
+            validator: tokens::Validator::new(pool),
+            rbac: rbac::Rbac::default(),
+            limiter: Mutex::default(),
+            signer: Mutex::default(),
+        }
+    }
+
+    /// Takes a token from the principal's bucket; the wait before the next one when empty.
+    fn throttle(&self, principal: &str) -> Option<Duration> {
+        let (rate, burst) = (self.config.rate_per_second, self.config.rate_burst.max(1.0));
+        if rate <= 0.0 {
+            return None;
+        }
+        let mut map = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            map.clear();
+        }
+        let now = Instant::now();
+        let (tokens, at) = map.entry(principal.to_string()).or_insert((burst, now));
+        *tokens = (*tokens + at.elapsed().as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            None
+        } else {
+            Some(Duration::from_secs_f64((1.0 - *tokens) / rate))
+        }
+    }
+
+    /// The key the built-in issuer signs with (re-read every few seconds, so a rotation made
+    /// elsewhere is picked up).
+    pub async fn signer(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        secrets: &crate::storage::secrets::SecretsKey,
+    ) -> ApiResult<keys::Signer> {
+        if let Some((at, s)) = &*self.signer.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < tokens::REFRESH_INTERVAL
+        {
+            return Ok(s.clone());
+        }
+        let s = keys::current(conn, secrets).await?;
+        *self.signer.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), s.clone()));
+        Ok(s)
+    }
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    aud: &'a str,
+    iss: &'a str,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    sub: &'a str,
+    oid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    azp: Option<&'a str>,
+    tid: &'a str,
+    idtyp: &'a str,
+    ver: &'a str,
+}
+
+/// A token of the built-in issuer for `object_id` (and its application id).
+pub fn mint(
+    config: &AuthConfig,
+    signer: &keys::Signer,
+    object_id: &str,
+    app_id: Option<&str>,
+    audience: &str,
+    ttl: Duration,
+) -> ApiResult<String> {
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        aud: audience,
+        iss: &config.issuer,
+        iat: now,
+        nbf: now,
+        exp: now + ttl.as_secs() as i64,
+        sub: object_id,
+        oid: object_id,
+        appid: app_id,
+        azp: app_id,
+        tid: &config.tenant,
+        idtyp: "app",
+        ver: "2.0",
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(signer.kid.clone());
+    jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|e| {
+        ApiError::new(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            format!("cannot sign a token: {e}"),
+        )
+    })
+}
+
+/// Paths of the management API (everything else: health, docs, the issuer, the agent protocol,
+/// has its own rules).
+fn is_management(path: &str) -> bool {
+    path.len() >= 14 && path[..14].eq_ignore_ascii_case("/subscriptions")
+}
+
+/// Authenticates management requests and throttles them per principal; the principal is left in
+/// the request for [`Caller`].
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    if !is_management(req.path()) {
+        return next.call(req).await;
+    }
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return next.call(req).await;
+    };
+    let auth = &state.auth;
+    let principal = if auth.config.enabled {
+        let header = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        let token = match header {
+            None => {
+                return Err(ApiError::Unauthorized {
+                    code: "AuthenticationFailed",
+                    message: "Authentication failed. The 'Authorization' header is missing.".into(),
+                }
+                .into());
+            }
+            Some(h) => match h.split_once(' ') {
+                Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
+                    t.trim().to_string()
+                }
+                _ => {
+                    return Err(ApiError::Unauthorized {
+                        code: "AuthenticationFailed",
+                        message: "Authentication failed. The 'Authorization' header must be 'Bearer <token>'.".into(),
+                    }
+                    .into());
+                }
+            },
+        };
+        auth.validator
+            .validate(&auth.config, &token)
+            .await
+            .map_err(|e| ApiError::Unauthorized {
+                code: "InvalidAuthenticationToken",
+                message: format!("The access token is invalid. {e}"),
+            })?
+    } else {
+        Principal::anonymous()
+    };
+    if let Some(wait) = auth.throttle(&principal.id) {
+        return Err(ApiError::Throttled {
+            retry_after_seconds: wait.as_secs().max(1),
+        }
+        .into());
+    }
+    req.extensions_mut().insert(principal);
+    next.call(req).await
+}
+
+/// The authenticated caller of a management request.
+pub struct Caller(pub Principal);
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(
+            req.extensions()
+                .get::<Principal>()
+                .cloned()
+                .map(Caller)
+                .ok_or_else(|| ApiError::Unauthorized {
+                    code: "AuthenticationFailed",
+                    message: "Authentication failed.".into(),
+                }),
+        )
+    }
+}
+
+impl Caller {
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// The caller's assignments (none needed when authentication is disabled).
+    async fn assignments(&self, state: &AppState) -> ApiResult<Arc<Vec<(String, rbac::Role)>>> {
+        let mut conn = state.conn().await?;
+        Ok(state
+            .auth
+            .rbac
+            .assignments(&mut conn, &self.0.id, self.0.app_id.as_deref())
+            .await?)
+    }
+
+    /// 403 `AuthorizationFailed` unless the caller may do `action` on `scope`.
+    pub async fn authorize(&self, state: &AppState, action: &str, scope: &str) -> ApiResult<()> {
+        if self.0.unrestricted {
+            return Ok(());
+        }
+        if rbac::allowed(&self.assignments(state).await?, action, scope) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            format!(
+                "The client '{id}' with object id '{id}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+                id = self.0.id
+            ),
+        ))
+    }
+
+    /// The subscriptions the caller sees: those with an assignment of the caller at or under
+    /// them (or at the root).
+    pub async fn subscription_filter(
+        &self,
+        state: &AppState,
+    ) -> ApiResult<impl Fn(&str) -> bool + use<>> {
+        let unrestricted = self.0.unrestricted;
+        let assignments = if unrestricted {
+            Arc::new(vec![])
+        } else {
+            self.assignments(state).await?
+        };
+        Ok(move |sub: &str| {
+            let key = rbac::scope_key(&format!("/subscriptions/{sub}"));
+            unrestricted
+                || assignments
+                    .iter()
+                    .any(|(s, _)| rbac::covers(s, &key) || rbac::covers(&key, s))
+        })
+    }
+
+    /// A filter for lists: whether the caller may do `action` on each scope.
+    pub async fn filter(
+        &self,
+        state: &AppState,
+        action: &str,
+    ) -> ApiResult<impl Fn(&str) -> bool + use<>> {
+        let unrestricted = self.0.unrestricted;
+        let assignments = if unrestricted {
+            Arc::new(vec![])
+        } else {
+            self.assignments(state).await?
+        };
+        let action = action.to_string();
+        Ok(move |scope: &str| unrestricted || rbac::allowed(&assignments, &action, scope))
+    }
+}
+
+/// ARM actions checked by the handlers.
+pub mod actions {
+    pub const WATCHER_READ: &str = "Microsoft.Network/networkWatchers/read";
+    pub const WATCHER_WRITE: &str = "Microsoft.Network/networkWatchers/write";
+    pub const WATCHER_DELETE: &str = "Microsoft.Network/networkWatchers/delete";
+    pub const CAPTURE_READ: &str = "Microsoft.Network/networkWatchers/packetCaptures/read";
+    pub const CAPTURE_WRITE: &str = "Microsoft.Network/networkWatchers/packetCaptures/write";
+    pub const CAPTURE_DELETE: &str = "Microsoft.Network/networkWatchers/packetCaptures/delete";
+    pub const CAPTURE_STOP: &str = "Microsoft.Network/networkWatchers/packetCaptures/stop/action";
+    pub const CAPTURE_QUERY_STATUS: &str =
+        "Microsoft.Network/networkWatchers/packetCaptures/queryStatus/action";
+    pub const VM_READ: &str = "Microsoft.Compute/virtualMachines/read";
+    pub const SUBSCRIPTION_READ: &str = "Microsoft.Resources/subscriptions/read";
+}

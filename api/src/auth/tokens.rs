@@ -1,0 +1,304 @@
+//! Bearer token validation: signature, `exp`/`nbf` (small leeway), `iss`, `aud`.
+//!
+//! Trusted issuers: the built-in issuer (its keys in the database), OpenID issuers
+//! (`--oidc-issuer`: discovery document, then JWKS), a JWKS file (`--jwks-file` with
+//! `--jwks-issuer`), and, for development only, an HS256 secret. Each issuer allows only its
+//! algorithms (RS256/ES256; HS256 only for the development secret): `alg: none` and algorithm
+//! confusion never verify. An unknown `kid` refreshes that issuer's keys, at most every
+//! [`REFRESH_INTERVAL`]. Validated tokens are remembered until they expire, so a request with a
+//! known token costs a hash lookup.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use super::{AuthConfig, Principal};
+use crate::db::DbPool;
+
+/// Shortest time between two key refreshes of one issuer.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// Clock skew allowed on `exp` and `nbf`.
+pub const LEEWAY_SECONDS: u64 = 30;
+const CACHE_LIMIT: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidToken(pub String);
+
+fn invalid(m: impl Into<String>) -> InvalidToken {
+    InvalidToken(m.into())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    BuiltIn,
+    Oidc,
+    File,
+    DevSecret,
+}
+
+#[derive(Default)]
+struct Keys {
+    by_kid: HashMap<String, (DecodingKey, Algorithm)>,
+    refreshed: Option<Instant>,
+}
+
+pub struct Validator {
+    pool: DbPool,
+    http: reqwest::Client,
+    keys: Mutex<HashMap<String, Keys>>,
+    cache: Mutex<HashMap<String, (Principal, i64)>>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    exp: i64,
+    #[serde(default)]
+    oid: Option<String>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    appid: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Unverified {
+    #[serde(default)]
+    iss: Option<String>,
+}
+
+fn key_of(jwk: &Jwk) -> Option<(String, (DecodingKey, Algorithm))> {
+    let kid = jwk.common.key_id.clone()?;
+    let alg = match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        _ => return None,
+    };
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some((kid, (key, alg)))
+}
+
+impl Validator {
+    pub fn new(pool: DbPool) -> Validator {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Validator {
+            pool,
+            http,
+            keys: Mutex::default(),
+            cache: Mutex::default(),
+        }
+    }
+
+    fn kind(config: &AuthConfig, iss: &str) -> Option<Kind> {
+        if iss == config.issuer {
+            Some(Kind::BuiltIn)
+        } else if config.oidc_issuers.iter().any(|i| i == iss) {
+            Some(Kind::Oidc)
+        } else if config.jwks_file.as_ref().is_some_and(|(_, i)| i == iss) {
+            Some(Kind::File)
+        } else if config.dev_hs256.as_ref().is_some_and(|(_, i)| i == iss) {
+            Some(Kind::DevSecret)
+        } else {
+            None
+        }
+    }
+
+    /// The principal a token speaks for, or why it is refused.
+    pub async fn validate(
+        &self,
+        config: &AuthConfig,
+        token: &str,
+    ) -> Result<Principal, InvalidToken> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some((p, exp)) = self.lock_cache().get(token)
+            && *exp + LEEWAY_SECONDS as i64 > now
+        {
+            return Ok(p.clone());
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| invalid("The token is malformed or its algorithm is not supported."))?;
+        let payload = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|p| serde_json::from_slice::<Unverified>(&p).ok())
+            .ok_or_else(|| invalid("The token is malformed."))?;
+        let iss = payload
+            .iss
+            .ok_or_else(|| invalid("The token has no issuer."))?;
+        let kind = Self::kind(config, &iss)
+            .ok_or_else(|| invalid(format!("The token's issuer '{iss}' is not trusted.")))?;
+        let allowed: &[Algorithm] = match kind {
+            Kind::BuiltIn => &[Algorithm::ES256],
+            Kind::Oidc | Kind::File => &[Algorithm::RS256, Algorithm::ES256],
+            Kind::DevSecret => &[Algorithm::HS256],
+        };
+        if !allowed.contains(&header.alg) {
+            return Err(invalid(format!(
+                "The token's algorithm {:?} is not accepted from this issuer.",
+                header.alg
+            )));
+        }
+        let key = match kind {
+            Kind::DevSecret => config
+                .dev_hs256
+                .as_ref()
+                .map(|(secret, _)| DecodingKey::from_secret(secret))
+                .ok_or_else(|| invalid("No development secret is configured."))?,
+            _ => {
+                let kid = header
+                    .kid
+                    .clone()
+                    .ok_or_else(|| invalid("The token has no key id (kid)."))?;
+                let (key, key_alg) = self.key(config, kind, &iss, &kid).await?;
+                if key_alg != header.alg {
+                    return Err(invalid("The token's algorithm does not match its key."));
+                }
+                key
+            }
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.set_audience(&config.audiences);
+        validation.set_issuer(&[&iss]);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            invalid(match e.kind() {
+                K::ExpiredSignature => "The token has expired.".to_string(),
+                K::ImmatureSignature => "The token is not valid yet (nbf).".to_string(),
+                K::InvalidAudience => format!(
+                    "The token's audience is not accepted (expected one of {}).",
+                    config.audiences.join(", ")
+                ),
+                K::InvalidIssuer => "The token's issuer is not accepted.".to_string(),
+                K::InvalidSignature => "The token's signature is invalid.".to_string(),
+                K::MissingRequiredClaim(c) => format!("The token has no '{c}' claim."),
+                _ => "The token is invalid.".to_string(),
+            })
+        })?;
+        let claims = data.claims;
+        let id = claims
+            .oid
+            .or(claims.sub)
+            .ok_or_else(|| invalid("The token names no principal (oid or sub)."))?
+            .to_lowercase();
+        let principal = Principal {
+            id,
+            app_id: claims.appid.or(claims.azp).map(|a| a.to_lowercase()),
+            unrestricted: false,
+        };
+        let mut cache = self.lock_cache();
+        if cache.len() >= CACHE_LIMIT {
+            cache.retain(|_, (_, exp)| *exp > now);
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+        }
+        cache.insert(token.to_string(), (principal.clone(), claims.exp));
+        Ok(principal)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Principal, i64)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key `kid` of issuer `iss`, refreshing that issuer's keys when it is unknown.
+    async fn key(
+        &self,
+        config: &AuthConfig,
+        kind: Kind,
+        iss: &str,
+        kid: &str,
+    ) -> Result<(DecodingKey, Algorithm), InvalidToken> {
+        let due = {
+            let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = keys.get(iss);
+            if let Some(found) = entry.and_then(|k| k.by_kid.get(kid)) {
+                return Ok(found.clone());
+            }
+            entry
+                .and_then(|k| k.refreshed)
+                .is_none_or(|t| t.elapsed() >= REFRESH_INTERVAL)
+        };
+        if due {
+            let fetched = self.fetch(config, kind, iss).await;
+            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = keys.entry(iss.to_string()).or_default();
+            entry.refreshed = Some(Instant::now());
+            match fetched {
+                Ok(set) => entry.by_kid = set.keys.iter().filter_map(key_of).collect(),
+                Err(e) => tracing::warn!(issuer = %iss, error = %e, "cannot refresh signing keys"),
+            }
+            if let Some(found) = entry.by_kid.get(kid) {
+                return Ok(found.clone());
+            }
+        }
+        Err(invalid(format!(
+            "The token's signing key '{kid}' is not known."
+        )))
+    }
+
+    async fn fetch(&self, config: &AuthConfig, kind: Kind, iss: &str) -> Result<JwkSet, String> {
+        let parse = |v: serde_json::Value| {
+            serde_json::from_value::<JwkSet>(v).map_err(|e| format!("not a JWKS: {e}"))
+        };
+        match kind {
+            Kind::BuiltIn => {
+                let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+                let keys = super::keys::public_keys(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                parse(serde_json::json!({ "keys": keys }))
+            }
+            Kind::File => {
+                let (path, _) = config
+                    .jwks_file
+                    .as_ref()
+                    .ok_or_else(|| "no JWKS file".to_string())?;
+                let text = tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                parse(serde_json::from_str(&text).map_err(|e| e.to_string())?)
+            }
+            Kind::Oidc => {
+                let discovery = format!(
+                    "{}/.well-known/openid-configuration",
+                    iss.trim_end_matches('/')
+                );
+                let doc: serde_json::Value = self.get_json(&discovery).await?;
+                let jwks_uri = doc["jwks_uri"]
+                    .as_str()
+                    .ok_or_else(|| "the discovery document has no jwks_uri".to_string())?;
+                parse(self.get_json(jwks_uri).await?)
+            }
+            Kind::DevSecret => Err("a development secret has no key set".into()),
+        }
+    }
+
+    async fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("{url}: HTTP {}", resp.status()));
+        }
+        resp.json().await.map_err(|e| format!("{url}: {e}"))
+    }
+}
