@@ -7,8 +7,8 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::protocol::{
-    AGENT_API_PREFIX, AgentCredential, Assignments, CaptureReport, ErrorResponse, RegisterRequest, RegisterResponse,
-    TransferFailure, UploadResult, UploadTarget,
+    AGENT_API_PREFIX, AgentCredential, Assignments, CaptureReport, ErrorResponse, RegisterRequest,
+    RegisterResponse, TransferFailure, UploadResult, UploadTarget,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,10 @@ impl AgentClient {
     }
 
     pub fn bearer(&self) -> Option<String> {
-        self.bearer.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.bearer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn authorized(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -137,7 +140,11 @@ impl AgentClient {
         report: &CaptureReport,
     ) -> Result<(), ClientError> {
         let url = self.url(&format!("/agents/{agent_id}/captures/{capture_id}/report"))?;
-        let resp = self.authorized(self.http.post(url)).json(report).send().await?;
+        let resp = self
+            .authorized(self.http.post(url))
+            .json(report)
+            .send()
+            .await?;
         if resp.status().is_success() {
             return Ok(());
         }
@@ -167,7 +174,11 @@ impl AgentClient {
         result: &UploadResult,
     ) -> Result<(), ClientError> {
         let url = self.url(&format!("/agents/{agent_id}/captures/{capture_id}/upload"))?;
-        let resp = self.authorized(self.http.post(url)).json(result).send().await?;
+        let resp = self
+            .authorized(self.http.post(url))
+            .json(result)
+            .send()
+            .await?;
         if resp.status().is_success() {
             return Ok(());
         }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
 use crate::config::{
-    AgentTokensCommand, AgentsCommand, DatabaseArgs, RoleAssignmentsCommand, ServicePrincipalsCommand,
-    SigningKeysCommand, StorageAccountAddArgs, StorageAccountsCommand, TokenArgs,
+    AgentTokensCommand, AgentsCommand, DatabaseArgs, RoleAssignmentsCommand,
+    ServicePrincipalsCommand, SigningKeysCommand, StorageAccountAddArgs, StorageAccountsCommand,
+    TokenArgs,
 };
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::error::StartupError;
@@ -185,15 +186,29 @@ pub async fn service_principals(cmd: ServicePrincipalsCommand) -> Result<(), Sta
                     "clientSecret": secret,
                 })
             );
-            eprintln!("The secret is shown only now. Give the principal a role with `capture-api role-assignments create --assignee {}`.", sp.object_id);
+            eprintln!(
+                "The secret is shown only now. Give the principal a role with `capture-api role-assignments create --assignee {}`.",
+                sp.object_id
+            );
         }
         ServicePrincipalsCommand::List(database) => {
-            for sp in with_db(&database, async |c| principals::list(c).await.map_err(failed)).await? {
-                println!("{}\tclient id {}\tobject id {}", sp.display_name, sp.client_id, sp.object_id);
+            for sp in with_db(&database, async |c| {
+                principals::list(c).await.map_err(failed)
+            })
+            .await?
+            {
+                println!(
+                    "{}\tclient id {}\tobject id {}",
+                    sp.display_name, sp.client_id, sp.object_id
+                );
             }
         }
         ServicePrincipalsCommand::Delete { id, database } => {
-            if !with_db(&database, async |c| principals::delete(c, id).await.map_err(failed)).await? {
+            if !with_db(&database, async |c| {
+                principals::delete(c, id).await.map_err(failed)
+            })
+            .await?
+            {
                 return Err(StartupError(format!("no service principal {id}")));
             }
             println!("deleted {id}");
@@ -222,7 +237,9 @@ pub async fn role_assignments(cmd: RoleAssignmentsCommand) -> Result<(), Startup
                 )));
             }
             let a = with_db(&database, async |c| {
-                let a = rbac::create(c, &assignee, role, &scope).await.map_err(failed)?;
+                let a = rbac::create(c, &assignee, role, &scope)
+                    .await
+                    .map_err(failed)?;
                 notify(c, rbac::RBAC_KEY).await;
                 Ok(a)
             })
@@ -277,7 +294,9 @@ pub async fn token(args: TokenArgs) -> Result<(), StartupError> {
             Some(sp) => (sp.object_id.to_string(), Some(sp.client_id.to_string())),
             None => (args.principal.trim().to_lowercase(), None),
         };
-        let signer = crate::auth::keys::current(c, &secrets).await.map_err(api_failed)?;
+        let signer = crate::auth::keys::current(c, &secrets)
+            .await
+            .map_err(api_failed)?;
         crate::auth::mint(
             &config,
             &signer,
@@ -309,10 +328,17 @@ pub async fn agent_tokens(cmd: AgentTokensCommand) -> Result<(), StartupError> {
             })
             .await?;
             println!("{token}");
-            eprintln!("enrollment token {id} for machines under {scope}, {} (shown only now)", if reusable { "reusable" } else { "one-time" });
+            eprintln!(
+                "enrollment token {id} for machines under {scope}, {} (shown only now)",
+                if reusable { "reusable" } else { "one-time" }
+            );
         }
         AgentTokensCommand::List(database) => {
-            for t in with_db(&database, async |c| agents::list_tokens(c).await.map_err(failed)).await? {
+            for t in with_db(&database, async |c| {
+                agents::list_tokens(c).await.map_err(failed)
+            })
+            .await?
+            {
                 println!(
                     "{}\t{}\t{}\texpires {}\tuses {}{}",
                     t.id,
@@ -320,12 +346,20 @@ pub async fn agent_tokens(cmd: AgentTokensCommand) -> Result<(), StartupError> {
                     if t.reusable { "reusable" } else { "one-time" },
                     t.expires_at,
                     t.uses,
-                    if t.revoked_at.is_some() { "\trevoked" } else { "" }
+                    if t.revoked_at.is_some() {
+                        "\trevoked"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
         AgentTokensCommand::Revoke { id, database } => {
-            if !with_db(&database, async |c| agents::revoke_token(c, id).await.map_err(failed)).await? {
+            if !with_db(&database, async |c| {
+                agents::revoke_token(c, id).await.map_err(failed)
+            })
+            .await?
+            {
                 return Err(StartupError(format!("no enrollment token {id}")));
             }
             println!("revoked {id}");
@@ -351,7 +385,9 @@ pub async fn agents(cmd: AgentsCommand) -> Result<(), StartupError> {
             })
             .await?;
             if !revoked {
-                return Err(StartupError(format!("no machine '{machine_id}' is registered")));
+                return Err(StartupError(format!(
+                    "no machine '{machine_id}' is registered"
+                )));
             }
             println!("revoked the agent of {machine_id}");
         }
@@ -364,7 +400,9 @@ pub async fn signing_keys(cmd: SigningKeysCommand) -> Result<(), StartupError> {
         SigningKeysCommand::Rotate(database) => {
             let secrets = secrets_of(&database)?;
             let kid = with_db(&database, async |c| {
-                crate::auth::keys::rotate(c, &secrets).await.map_err(api_failed)
+                crate::auth::keys::rotate(c, &secrets)
+                    .await
+                    .map_err(api_failed)
             })
             .await?;
             println!("{kid}");
@@ -375,7 +413,11 @@ pub async fn signing_keys(cmd: SigningKeysCommand) -> Result<(), StartupError> {
             })
             .await?
             {
-                println!("{}\t{}", k["kid"].as_str().unwrap_or(""), k["alg"].as_str().unwrap_or(""));
+                println!(
+                    "{}\t{}",
+                    k["kid"].as_str().unwrap_or(""),
+                    k["alg"].as_str().unwrap_or("")
+                );
             }
         }
     }

@@ -281,11 +281,19 @@ pub struct ServeArgs {
     #[arg(long, env = "CAPTURE_API_AUTH_DISABLED")]
     pub auth_disabled: bool,
     /// Accepted token audiences (default: the Azure Resource Manager ones).
-    #[arg(long = "audience", env = "CAPTURE_API_AUDIENCES", value_delimiter = ',')]
+    #[arg(
+        long = "audience",
+        env = "CAPTURE_API_AUDIENCES",
+        value_delimiter = ','
+    )]
     pub audiences: Vec<String>,
     /// Trusted OpenID issuer (repeatable): its discovery document and JWKS are fetched, and
     /// fetched again for an unknown key id (at most every 5 s).
-    #[arg(long = "oidc-issuer", env = "CAPTURE_API_OIDC_ISSUERS", value_delimiter = ',')]
+    #[arg(
+        long = "oidc-issuer",
+        env = "CAPTURE_API_OIDC_ISSUERS",
+        value_delimiter = ','
+    )]
     pub oidc_issuers: Vec<String>,
     /// A JWKS file of trusted keys (re-read for an unknown key id), for tokens of --jwks-issuer.
     #[arg(long, env = "CAPTURE_API_JWKS_FILE", requires = "jwks_issuer")]
@@ -293,12 +301,24 @@ pub struct ServeArgs {
     #[arg(long, env = "CAPTURE_API_JWKS_ISSUER", requires = "jwks_file")]
     pub jwks_issuer: Option<String>,
     /// Development only: accept HS256 tokens of --dev-hs256-issuer signed with this file's bytes.
-    #[arg(long, env = "CAPTURE_API_DEV_HS256_SECRET_FILE", requires = "dev_hs256_issuer")]
+    #[arg(
+        long,
+        env = "CAPTURE_API_DEV_HS256_SECRET_FILE",
+        requires = "dev_hs256_issuer"
+    )]
     pub dev_hs256_secret_file: Option<PathBuf>,
-    #[arg(long, env = "CAPTURE_API_DEV_HS256_ISSUER", requires = "dev_hs256_secret_file")]
+    #[arg(
+        long,
+        env = "CAPTURE_API_DEV_HS256_ISSUER",
+        requires = "dev_hs256_secret_file"
+    )]
     pub dev_hs256_issuer: Option<String>,
     /// Requests per second allowed per principal (0 = no limit); then 429 with Retry-After.
-    #[arg(long, env = "CAPTURE_API_RATE_LIMIT_PER_SECOND", default_value_t = 100.0)]
+    #[arg(
+        long,
+        env = "CAPTURE_API_RATE_LIMIT_PER_SECOND",
+        default_value_t = 100.0
+    )]
     pub rate_limit_per_second: f64,
     /// Requests a principal may make at once above the rate.
     #[arg(long, env = "CAPTURE_API_RATE_LIMIT_BURST", default_value_t = 200.0)]
@@ -340,9 +360,8 @@ impl ServeArgs {
     pub fn auth_config(&self) -> Result<crate::auth::AuthConfig, crate::error::StartupError> {
         let dev_hs256 = match (&self.dev_hs256_secret_file, &self.dev_hs256_issuer) {
             (Some(f), Some(i)) => {
-                let secret = std::fs::read(f).map_err(|e| {
-                    crate::error::StartupError(format!("{}: {e}", f.display()))
-                })?;
+                let secret = std::fs::read(f)
+                    .map_err(|e| crate::error::StartupError(format!("{}: {e}", f.display())))?;
                 tracing::warn!("HS256 development tokens are accepted: never in production");
                 Some((secret, i.clone()))
             }

@@ -55,10 +55,7 @@ pub enum ApiError {
     Storage(#[from] crate::storage::StorageError),
     /// 401 with a `WWW-Authenticate: Bearer` challenge.
     #[error("{code}: {message}")]
-    Unauthorized {
-        code: &'static str,
-        message: String,
-    },
+    Unauthorized { code: &'static str, message: String },
     /// 429 with `Retry-After`.
     #[error("throttled for {retry_after_seconds} s")]
     Throttled { retry_after_seconds: u64 },
@@ -133,7 +130,9 @@ impl ApiError {
             ApiError::Unauthorized { code, message } => {
                 (StatusCode::UNAUTHORIZED, code, message.clone(), None)
             }
-            ApiError::Throttled { retry_after_seconds } => (
+            ApiError::Throttled {
+                retry_after_seconds,
+            } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequests",
                 format!(
@@ -156,7 +155,7 @@ impl ApiError {
                     S::KeyUnavailable { account, .. } => format!(
                         "The key of storage account '{account}' is unavailable on the server; the server's log has the reason."
                     ),
-                    S::Crypto(_) => "A storage account key could not be opened; the server's log has the reason.".to_string(),
+                    S::Crypto(_) => "A key sealed with the server's secrets key could not be opened (is --secrets-key-file the one this database was set up with?); the server's log has the reason.".to_string(),
                     _ => e.to_string(),
                 };
                 (status, code, message, None)

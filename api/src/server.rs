@@ -165,7 +165,9 @@ async fn serve_with(
     )?);
     let auth = Arc::new(crate::auth::Auth::new(args.auth_config()?, pool.clone()));
     if !auth.config.enabled {
-        tracing::warn!("authentication is DISABLED (--auth-disabled): anyone who can reach the server may do anything");
+        tracing::warn!(
+            "authentication is DISABLED (--auth-disabled): anyone who can reach the server may do anything"
+        );
     }
     // Role assignment changes (from any process) drop the cached assignments at once.
     {

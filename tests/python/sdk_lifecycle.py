@@ -10,7 +10,10 @@ Environment:
   CAPTURE_API_URL    e.g. https://127.0.0.1:8443           (required, must be https)
   CAPTURE_API_CA     PEM file of the CA / self-signed cert  (required, TLS is verified)
   SUBSCRIPTION_ID, RESOURCE_GROUP, LOCATION, TARGET_VM_ID   (required)
-  CAPTURE_API_TOKEN  bearer token (default "dev-token")
+  CAPTURE_TENANT_ID, CAPTURE_CLIENT_ID, CAPTURE_CLIENT_SECRET
+                     a service principal of the server's built-in token issuer: the unchanged
+                     azure-identity ClientSecretCredential gets tokens from the server itself
+  CAPTURE_API_TOKEN  otherwise, a fixed bearer token
   CAPTURE_API_TRACE  "0" hides the per-request HTTP lines (default shown)
   SDK_TIMEOUT        overall deadline in seconds (default 180): LRO polling has no limit of its own
 """
@@ -88,8 +91,25 @@ def run():
     step(f"azure-mgmt-network {SDK_VERSION}; server {url}; CA {ca}")
 
     hooks = {} if os.environ.get("CAPTURE_API_TRACE") == "0" else {"raw_response_hook": trace_response}
+    if os.environ.get("CAPTURE_CLIENT_ID"):
+        from azure.identity import ClientSecretCredential
+
+        # The server is its own authority (Entra-shaped v2 endpoints under /{tenant}/).
+        os.environ["REQUESTS_CA_BUNDLE"] = ca
+        credential = ClientSecretCredential(
+            env("CAPTURE_TENANT_ID"),
+            env("CAPTURE_CLIENT_ID"),
+            env("CAPTURE_CLIENT_SECRET"),
+            authority=url,
+            disable_instance_discovery=True,
+            connection_verify=ca,
+        )
+        token = credential.get_token("https://management.azure.com/.default")
+        step(f"token from the server's issuer, valid until {token.expires_on}")
+    else:
+        credential = StaticTokenCredential(env("CAPTURE_API_TOKEN"))
     client = NetworkManagementClient(
-        StaticTokenCredential(os.environ.get("CAPTURE_API_TOKEN") or "dev-token"),
+        credential,
         sub,
         base_url=url,
         connection_verify=ca,  # verify the server against this CA; never disabled

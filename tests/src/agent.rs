@@ -30,6 +30,7 @@ impl ScriptedAgent {
         http: reqwest::Client,
     ) -> ScriptedAgent {
         let client = AgentClient::new(server_url, http).expect("client");
+        client.set_bearer(crate::credentials::for_url(server_url).map(|c| c.enrollment_token));
         let resp = client
             .register(&RegisterRequest {
                 machine_id: machine_id.to_string(),

@@ -9,6 +9,8 @@ pub const API_VERSION: &str = "2026-03-01";
 pub struct Api {
     pub base: String,
     pub http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` (by default the harness's Owner token for the server).
+    pub bearer: Option<String>,
 }
 
 #[derive(Debug)]
@@ -50,8 +52,17 @@ impl Response {
 }
 
 impl Api {
+    /// The same client with another bearer token (or none).
+    pub fn with_bearer(&self, bearer: Option<&str>) -> Api {
+        Api {
+            bearer: bearer.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
     pub fn new(base: &str) -> Api {
         Api {
+            bearer: crate::credentials::for_url(base).map(|c| c.owner_token),
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(60))
@@ -80,6 +91,9 @@ impl Api {
             format!("{}{}", self.base, path)
         };
         let mut req = self.http.request(method, url);
+        if let Some(b) = &self.bearer {
+            req = req.bearer_auth(b);
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

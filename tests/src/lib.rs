@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod azurite;
+pub mod credentials;
 pub mod http;
 pub mod pcapfile;
 pub mod postgres;

@@ -35,6 +35,11 @@ impl RealAgent {
             "--report-seconds".into(),
             "0.5".into(),
         ];
+        if !extra.iter().any(|a| a.starts_with("--enrollment-token"))
+            && let Some(c) = crate::credentials::for_url(server_url)
+        {
+            args.extend(["--enrollment-token".to_string(), c.enrollment_token]);
+        }
         if !extra.contains(&"--interface") {
             args.extend(["--interface".to_string(), "lo".to_string()]);
         }

@@ -20,9 +20,27 @@ pub struct ServerOptions {
     pub listen: String,
     /// The key sealing storage account keys (shared with `storage-accounts add`).
     pub secrets_key_file: PathBuf,
+    /// Created at the first start (unless --auth-disabled is in `extra`), kept across restarts.
+    pub credentials: Option<crate::credentials::Credentials>,
 }
 
 impl ServerOptions {
+    /// The database options of the command-line tools for this server.
+    pub fn db_args(&self) -> Vec<String> {
+        let mut a = vec![];
+        if let Some(url) = &self.database_url {
+            a.extend(["--database-url".to_string(), url.clone()]);
+        }
+        if let Some(dir) = &self.data_dir {
+            a.extend(["--data-dir".to_string(), dir.display().to_string()]);
+        }
+        a.extend([
+            "--secrets-key-file".to_string(),
+            self.secrets_key_file.display().to_string(),
+        ]);
+        a
+    }
+
     pub fn new(database_url: &str) -> Self {
         ServerOptions {
             database_url: Some(database_url.to_string()),
@@ -34,10 +52,12 @@ impl ServerOptions {
             tls: None,
             extra: vec![],
             listen: "127.0.0.1:0".to_string(),
+            // One per database: every server (replica) of a database shares it.
             secrets_key_file: std::env::temp_dir().join(format!(
                 "capture-secrets-{}.key",
-                uuid::Uuid::new_v4().simple()
+                uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, database_url.as_bytes()).simple()
             )),
+            credentials: None,
         }
     }
 }
@@ -99,9 +119,15 @@ impl TestServer {
         let mut child = crate::spawn_child(cmd).expect("spawn capture-api");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let stdout_copy = log.with_extension("stdout");
         std::thread::spawn(move || {
+            let mut copy = std::fs::File::create(stdout_copy).ok();
             let mut lines = BufReader::new(stdout).lines();
             while let Some(Ok(line)) = lines.next() {
+                if let Some(f) = copy.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
                 if let Some(url) = line.strip_prefix("capture-api listening on ") {
                     let _ = tx.send(url.to_string());
                 }
@@ -117,12 +143,34 @@ impl TestServer {
                 );
             }
         };
+        let mut options = options;
+        if !options.extra.iter().any(|a| a == "--auth-disabled") {
+            let creds = options
+                .credentials
+                .clone()
+                .unwrap_or_else(|| crate::credentials::create(&options.db_args()));
+            crate::credentials::register(&url, &creds);
+            options.credentials = Some(creds);
+        }
         TestServer {
             url,
             options,
             child: Some(child),
             log,
         }
+    }
+
+    /// The credentials the harness made for this server (auth on).
+    pub fn credentials(&self) -> &crate::credentials::Credentials {
+        self.options
+            .credentials
+            .as_ref()
+            .expect("this server runs with --auth-disabled")
+    }
+
+    /// Runs `capture-api ARGS` against this server's database.
+    pub fn cli(&self, args: &[&str]) -> String {
+        crate::credentials::cli(&self.options.db_args(), args)
     }
 
     pub fn pid(&self) -> i32 {
@@ -182,6 +230,11 @@ impl TestServer {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What the server printed on standard output.
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(self.log.with_extension("stdout")).unwrap_or_default()
     }
 
     /// Runs `capture-api storage-accounts ARGS` against this server's database; returns its

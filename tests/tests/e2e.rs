@@ -3,6 +3,7 @@
 
 mod e2e {
     pub mod agents;
+    pub mod auth;
     pub mod capture;
     pub mod durability;
     pub mod lifecycle;

@@ -134,7 +134,11 @@ impl Agent {
 
     /// Rotates the credential when a third of its life is left.
     async fn rotate_if_due(&mut self, agent_id: Uuid) {
-        if !self.credential.as_ref().is_some_and(credential::Stored::due) {
+        if !self
+            .credential
+            .as_ref()
+            .is_some_and(credential::Stored::due)
+        {
             return;
         }
         match self.client.rotate_credential(agent_id).await {
@@ -147,7 +151,10 @@ impl Agent {
     }
 
     /// Registers, retrying with backoff; `None` when shutdown was asked for meanwhile.
-    async fn register(&mut self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Option<Uuid> {
+    async fn register(
+        &mut self,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Option<Uuid> {
         let req = RegisterRequest {
             machine_id: self.args.machine_id.clone(),
             location: self.args.location.clone(),

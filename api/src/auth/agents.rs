@@ -53,7 +53,9 @@ pub async fn create_token(
     if !valid_scope(scope) {
         return Err(ApiError::bad_request(
             "InvalidScope",
-            format!("'{scope}' is not a scope (/, /subscriptions/{{s}} or /subscriptions/{{s}}/resourceGroups/{{rg}})."),
+            format!(
+                "'{scope}' is not a scope (/, /subscriptions/{{s}} or /subscriptions/{{s}}/resourceGroups/{{rg}})."
+            ),
         ));
     }
     let id = Uuid::new_v4();
@@ -154,9 +156,8 @@ pub async fn issue_credential(
 /// the machine, which is not revoked. Used as a filter on `machines`.
 pub fn credential_matches(
     credential: &str,
-) -> Box<
-    dyn BoxableExpression<machines::table, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>,
-> {
+) -> Box<dyn BoxableExpression<machines::table, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>>
+{
     let h = fast_hash(credential);
     let now = Utc::now();
     Box::new(

@@ -34,8 +34,9 @@ fn internal(m: impl Into<String>) -> ApiError {
 
 /// Adds a new signing key (it signs from now on); returns its kid.
 pub async fn rotate(conn: &mut AsyncPgConnection, secrets: &SecretsKey) -> ApiResult<String> {
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-        .map_err(|_| internal("cannot generate a signing key"))?;
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .map_err(|_| internal("cannot generate a signing key"))?;
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
         .map_err(|_| internal("cannot read the generated key"))?;
     let public = pair.public_key().as_ref();

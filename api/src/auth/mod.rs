@@ -219,7 +219,9 @@ pub async fn authenticate(
                 .into());
             }
             Some(h) => match h.split_once(' ') {
-                Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
+                Some((scheme, t))
+                    if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() =>
+                {
                     t.trim().to_string()
                 }
                 _ => {

@@ -61,7 +61,8 @@ impl Role {
             Role::Owner | Role::Contributor => true,
             Role::NetworkContributor => a.starts_with("microsoft.network/"),
             Role::Reader => {
-                is_read || a == "microsoft.network/networkwatchers/packetcaptures/querystatus/action"
+                is_read
+                    || a == "microsoft.network/networkwatchers/packetcaptures/querystatus/action"
             }
         }
     }
@@ -76,7 +77,8 @@ pub fn scope_key(scope: &str) -> String {
 pub fn covers(assigned: &str, resource: &str) -> bool {
     assigned.is_empty()
         || resource == assigned
-        || (resource.starts_with(assigned) && resource.as_bytes().get(assigned.len()) == Some(&b'/'))
+        || (resource.starts_with(assigned)
+            && resource.as_bytes().get(assigned.len()) == Some(&b'/'))
 }
 
 /// Whether `scope` is one an assignment may have: the root, a subscription, a resource group or
@@ -89,7 +91,9 @@ pub fn valid_scope(scope: &str) -> bool {
     let parts: Vec<&str> = k.trim_start_matches('/').split('/').collect();
     k.starts_with("/subscriptions/")
         && !parts.iter().any(|p| p.is_empty())
-        && (parts.len() == 2 || parts.len() == 4 && parts[2] == "resourcegroups" || parts.len() >= 8)
+        && (parts.len() == 2
+            || parts.len() == 4 && parts[2] == "resourcegroups"
+            || parts.len() >= 8)
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -162,7 +166,11 @@ pub async fn create(
     role: Role,
     scope: &str,
 ) -> QueryResult<Assignment> {
-    let scope = if scope.trim() == "/" { "/" } else { scope.trim().trim_end_matches('/') };
+    let scope = if scope.trim() == "/" {
+        "/"
+    } else {
+        scope.trim().trim_end_matches('/')
+    };
     diesel::insert_into(role_assignments::table)
         .values((
             role_assignments::id.eq(Uuid::new_v4()),
@@ -211,15 +219,25 @@ mod tests {
     #[test]
     fn scopes_cover_what_is_under_them() {
         let rg = scope_key("/subscriptions/S/resourceGroups/RG1");
-        assert!(covers(&rg, &scope_key("/subscriptions/s/resourcegroups/rg1/providers/Microsoft.Network/networkWatchers/nw")));
+        assert!(covers(
+            &rg,
+            &scope_key(
+                "/subscriptions/s/resourcegroups/rg1/providers/Microsoft.Network/networkWatchers/nw"
+            )
+        ));
         assert!(covers(&rg, &rg));
-        assert!(!covers(&rg, &scope_key("/subscriptions/s/resourceGroups/rg10")));
+        assert!(!covers(
+            &rg,
+            &scope_key("/subscriptions/s/resourceGroups/rg10")
+        ));
         assert!(!covers(&rg, &scope_key("/subscriptions/s")));
         assert!(covers("", &rg));
         assert!(valid_scope("/"));
         assert!(valid_scope("/subscriptions/s"));
         assert!(valid_scope("/subscriptions/s/resourceGroups/rg"));
-        assert!(valid_scope("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkWatchers/nw"));
+        assert!(valid_scope(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkWatchers/nw"
+        ));
         assert!(!valid_scope("/subscriptions/s/foo"));
         assert!(!valid_scope("subscriptions"));
     }
@@ -234,7 +252,10 @@ mod tests {
         assert!(!Role::Reader.allows(w));
         assert!(Role::NetworkContributor.allows(w) && !Role::NetworkContributor.allows(vm));
         assert!(Role::Owner.allows(w) && Role::Contributor.allows(vm));
-        assert_eq!(Role::parse("network contributor"), Some(Role::NetworkContributor));
+        assert_eq!(
+            Role::parse("network contributor"),
+            Some(Role::NetworkContributor)
+        );
         assert_eq!(Role::parse("owner"), Some(Role::Owner));
         assert_eq!(Role::parse("admin"), None);
     }

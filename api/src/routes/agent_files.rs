@@ -16,9 +16,9 @@ use futures_util::StreamExt;
 use uuid::Uuid;
 
 use crate::arm::models::PacketCaptureParameters;
+use crate::auth::agents::AgentBearer;
 use crate::db::models::{CaptureRow, StorageAccountRow, TransferRow};
 use crate::db::schema::{file_transfers, packet_captures, transfer_chunks};
-use crate::auth::agents::AgentBearer;
 use crate::error::{ApiError, ApiResult, CloudError};
 use crate::state::AppState;
 

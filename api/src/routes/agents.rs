@@ -20,11 +20,11 @@ use uuid::Uuid;
 
 use crate::arm::ids::{self, ResourceId};
 use crate::arm::models::PacketCaptureParameters;
-use crate::db::models::{CaptureRow, MachineRow, NewMachine, NewWatcher};
-use crate::db::schema::{file_transfers, machines, network_watchers, packet_captures};
 use crate::auth::agents::{
     AgentBearer, CREDENTIAL_PREFIX, ENROLLMENT_PREFIX, credential_matches, issue_credential, redeem,
 };
+use crate::db::models::{CaptureRow, MachineRow, NewMachine, NewWatcher};
+use crate::db::schema::{file_transfers, machines, network_watchers, packet_captures};
 use crate::error::{ApiError, ApiResult, CloudError};
 use crate::state::AppState;
 

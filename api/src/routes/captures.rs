@@ -8,6 +8,7 @@ use diesel::sql_types::{Nullable, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::{capture_scope, watcher_scope};
 use super::{check_scope, find_watcher, json_body, lro_response, next_link, skiptoken};
 use crate::arm::api_version::NetworkApiVersion;
 use crate::arm::ids::{self, validate_resource_name};
@@ -17,7 +18,6 @@ use crate::arm::models::{
 };
 use crate::arm::validate;
 use crate::auth::{Caller, actions};
-use super::{capture_scope, watcher_scope};
 use crate::db::models::{CaptureRow, NewCapture, WatcherRow};
 use crate::db::schema::{operations, packet_captures};
 use crate::error::{ApiError, ApiResult, CloudError};
@@ -277,7 +277,11 @@ pub async fn create(
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     caller
-        .authorize(&state, actions::CAPTURE_WRITE, &capture_scope(&sub, &rg, &nw, &name))
+        .authorize(
+            &state,
+            actions::CAPTURE_WRITE,
+            &capture_scope(&sub, &rg, &nw, &name),
+        )
         .await?;
     let principal = caller.id().to_string();
     validate_resource_name(&name, "packet capture")?;
@@ -447,7 +451,11 @@ pub async fn get_capture(
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     caller
-        .authorize(&state, actions::CAPTURE_READ, &capture_scope(&sub, &rg, &nw, &name))
+        .authorize(
+            &state,
+            actions::CAPTURE_READ,
+            &capture_scope(&sub, &rg, &nw, &name),
+        )
         .await?;
     let c = read_capture(&state, &reads, &sub, &rg, &nw, &name).await?;
     Ok(HttpResponse::Ok()
@@ -483,7 +491,11 @@ pub async fn list(
     let (sub, rg, nw) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     caller
-        .authorize(&state, actions::CAPTURE_READ, &watcher_scope(&sub, &rg, &nw))
+        .authorize(
+            &state,
+            actions::CAPTURE_READ,
+            &watcher_scope(&sub, &rg, &nw),
+        )
         .await?;
     let after = skiptoken(&req).unwrap_or_default();
     let mut conn = state.conn().await?;
@@ -537,7 +549,11 @@ pub async fn query_status(
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     caller
-        .authorize(&state, actions::CAPTURE_QUERY_STATUS, &capture_scope(&sub, &rg, &nw, &name))
+        .authorize(
+            &state,
+            actions::CAPTURE_QUERY_STATUS,
+            &capture_scope(&sub, &rg, &nw, &name),
+        )
         .await?;
     let c = read_capture(&state, &reads, &sub, &rg, &nw, &name).await?;
     Ok(HttpResponse::Ok().json(status_model(&c.row)))
@@ -574,7 +590,11 @@ pub async fn stop(
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     caller
-        .authorize(&state, actions::CAPTURE_STOP, &capture_scope(&sub, &rg, &nw, &name))
+        .authorize(
+            &state,
+            actions::CAPTURE_STOP,
+            &capture_scope(&sub, &rg, &nw, &name),
+        )
         .await?;
     let principal = caller.id().to_string();
     let mut conn = state.conn().await?;
@@ -649,7 +669,11 @@ pub async fn delete_capture(
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     caller
-        .authorize(&state, actions::CAPTURE_DELETE, &capture_scope(&sub, &rg, &nw, &name))
+        .authorize(
+            &state,
+            actions::CAPTURE_DELETE,
+            &capture_scope(&sub, &rg, &nw, &name),
+        )
         .await?;
     let principal = caller.id().to_string();
     let mut conn = state.conn().await?;

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::agent_files::{notify, transfer_key};
 use super::captures::find_watcher_and_capture;
 use super::{capture_scope, check_scope};
-use crate::auth::{Caller, actions};
 use crate::arm::api_version::NetworkApiVersion;
+use crate::auth::{Caller, actions};
 use crate::db::models::{CaptureRow, TransferRow};
 use crate::db::schema::{file_transfers, machines, transfer_chunks};
 use crate::error::{ApiError, ApiResult, CloudError};
@@ -86,7 +86,11 @@ pub async fn download(
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     caller
-        .authorize(&state, actions::CAPTURE_READ, &capture_scope(&sub, &rg, &nw, &name))
+        .authorize(
+            &state,
+            actions::CAPTURE_READ,
+            &capture_scope(&sub, &rg, &nw, &name),
+        )
         .await?;
     let mut conn = state.conn().await?;
     let c = find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?;
@@ -158,7 +162,11 @@ pub async fn content(
     let (sub, rg, nw, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     caller
-        .authorize(&state, actions::CAPTURE_READ, &capture_scope(&sub, &rg, &nw, &name))
+        .authorize(
+            &state,
+            actions::CAPTURE_READ,
+            &capture_scope(&sub, &rg, &nw, &name),
+        )
         .await?;
     let c = {
         let mut conn = state.conn().await?;

@@ -117,7 +117,11 @@ fn audience_of(scope: &str) -> Option<String> {
         .map(|resource| {
             // "https://management.core.windows.net//" names the resource with its slash.
             let r = resource.strip_suffix('/').unwrap_or(resource);
-            if r.ends_with('/') { r.to_string() } else { r.trim_end_matches('/').to_string() }
+            if r.ends_with('/') {
+                r.to_string()
+            } else {
+                r.trim_end_matches('/').to_string()
+            }
         })
 }
 
@@ -141,7 +145,11 @@ pub async fn token(
         return unknown_tenant(&tenant);
     }
     let Ok(mut form) = serde_urlencoded_form(&form) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "The body must be application/x-www-form-urlencoded.");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The body must be application/x-www-form-urlencoded.",
+        );
     };
     // client_secret_basic: the client id and secret in an Authorization: Basic header.
     if form.client_id.is_none()
@@ -151,16 +159,32 @@ pub async fn token(
         form.client_secret = Some(secret);
     }
     if form.grant_type.as_deref() != Some("client_credentials") {
-        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Only the client_credentials grant is supported.");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Only the client_credentials grant is supported.",
+        );
     }
     let (Some(client_id), Some(secret)) = (form.client_id, form.client_secret) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id and client_secret are required.");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_id and client_secret are required.",
+        );
     };
     let Some(audience) = form.scope.as_deref().and_then(audience_of) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "The scope must be a resource's '/.default', e.g. https://management.azure.com/.default.");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "The scope must be a resource's '/.default', e.g. https://management.azure.com/.default.",
+        );
     };
     if !state.auth.config.audiences.iter().any(|a| a == &audience) {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &format!("Tokens for '{audience}' are not issued here."));
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            &format!("Tokens for '{audience}' are not issued here."),
+        );
     }
     let result = async {
         let mut conn = state.conn().await?;
@@ -190,10 +214,18 @@ pub async fn token(
                 "ext_expires_in": ttl.as_secs(),
                 "access_token": token,
             })),
-        Ok(None) => oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "The client id or secret is wrong."),
+        Ok(None) => oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "The client id or secret is wrong.",
+        ),
         Err(e) => {
             tracing::error!(error = %e, "token request failed");
-            oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "The token cannot be issued now.")
+            oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "The token cannot be issued now.",
+            )
         }
     }
 }
@@ -225,10 +257,16 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(value.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
-    let unescape = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    let unescape = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
     Some((unescape(id)?, unescape(secret)?))
 }
 
@@ -238,8 +276,14 @@ mod tests {
 
     #[test]
     fn scopes_name_their_audience() {
-        assert_eq!(audience_of("https://management.azure.com/.default").as_deref(), Some("https://management.azure.com"));
-        assert_eq!(audience_of("https://management.core.windows.net//.default").as_deref(), Some("https://management.core.windows.net/"));
+        assert_eq!(
+            audience_of("https://management.azure.com/.default").as_deref(),
+            Some("https://management.azure.com")
+        );
+        assert_eq!(
+            audience_of("https://management.core.windows.net//.default").as_deref(),
+            Some("https://management.core.windows.net/")
+        );
         assert_eq!(audience_of("openid"), None);
     }
 }

@@ -51,12 +51,17 @@ pub fn check_scope(subscription: &str, resource_group: Option<&str>) -> ApiResul
 
 /// ARM id of a network watcher, as the request named it (an authorization scope).
 pub fn watcher_scope(subscription: &str, rg: &str, nw: &str) -> String {
-    format!("/subscriptions/{subscription}/resourceGroups/{rg}/providers/Microsoft.Network/networkWatchers/{nw}")
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/{rg}/providers/Microsoft.Network/networkWatchers/{nw}"
+    )
 }
 
 /// ARM id of a packet capture, as the request named it (an authorization scope).
 pub fn capture_scope(subscription: &str, rg: &str, nw: &str, name: &str) -> String {
-    format!("{}/packetCaptures/{name}", watcher_scope(subscription, rg, nw))
+    format!(
+        "{}/packetCaptures/{name}",
+        watcher_scope(subscription, rg, nw)
+    )
 }
 
 pub fn watcher_identity(subscription: &str, rg: &str, name: &str) -> String {

@@ -9,17 +9,17 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::watcher_scope;
 use super::{
     check_scope, find_watcher, json_body, lro_response, next_link, skiptoken, watcher_identity,
 };
-use super::watcher_scope;
 use crate::arm::api_version::NetworkApiVersion;
-use crate::auth::{Caller, actions};
 use crate::arm::ids::{self, validate_resource_name};
 use crate::arm::models::{
     NetworkWatcher, NetworkWatcherCreate, NetworkWatcherListResult, NetworkWatcherProperties,
     TagsObject, WATCHER_TYPE, etag,
 };
+use crate::auth::{Caller, actions};
 use crate::db::models::{NewWatcher, WatcherRow};
 use crate::db::schema::network_watchers;
 use crate::error::{ApiError, ApiResult, CloudError};
@@ -115,7 +115,11 @@ pub async fn create_or_update(
     let (sub, rg, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     caller
-        .authorize(&state, actions::WATCHER_WRITE, &watcher_scope(&sub, &rg, &name))
+        .authorize(
+            &state,
+            actions::WATCHER_WRITE,
+            &watcher_scope(&sub, &rg, &name),
+        )
         .await?;
     validate_resource_name(&name, "network watcher")?;
     let body = json_body(&body)?;
@@ -237,7 +241,11 @@ pub async fn get_watcher(
     let (sub, rg, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     caller
-        .authorize(&state, actions::WATCHER_READ, &watcher_scope(&sub, &rg, &name))
+        .authorize(
+            &state,
+            actions::WATCHER_READ,
+            &watcher_scope(&sub, &rg, &name),
+        )
         .await?;
     let mut conn = state.conn().await?;
     let w = find_watcher(&mut conn, &sub, &rg, &name).await?;
@@ -271,7 +279,11 @@ pub async fn update_tags(
     let (sub, rg, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     caller
-        .authorize(&state, actions::WATCHER_WRITE, &watcher_scope(&sub, &rg, &name))
+        .authorize(
+            &state,
+            actions::WATCHER_WRITE,
+            &watcher_scope(&sub, &rg, &name),
+        )
         .await?;
     let body = json_body(&body)?;
     let obj = body.as_object().ok_or_else(|| {
@@ -323,7 +335,11 @@ pub async fn delete_watcher(
     let (sub, rg, name) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
     caller
-        .authorize(&state, actions::WATCHER_DELETE, &watcher_scope(&sub, &rg, &name))
+        .authorize(
+            &state,
+            actions::WATCHER_DELETE,
+            &watcher_scope(&sub, &rg, &name),
+        )
         .await?;
     let principal = caller.id().to_string();
     let mut conn = state.conn().await?;
@@ -346,9 +362,16 @@ pub async fn delete_watcher(
                 .execute(conn)
                 .await?;
             super::captures::stop_and_mark_deleting(conn, Some(w.id), None).await?;
-            let op_id =
-                super::start_operation(conn, &w, "DeleteWatcher", &to_model(&w).id, None, deadline, &principal)
-                    .await?;
+            let op_id = super::start_operation(
+                conn,
+                &w,
+                "DeleteWatcher",
+                &to_model(&w).id,
+                None,
+                deadline,
+                &principal,
+            )
+            .await?;
             crate::sweeper::settle(conn, None).await?;
             Ok(Some((w, op_id)))
         })

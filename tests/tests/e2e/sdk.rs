@@ -48,6 +48,9 @@ async fn python_sdk_full_lifecycle_over_https() {
         .env("LOCATION", "eastus")
         .env("TARGET_VM_ID", &vm)
         .env("SDK_TIMEOUT", "120")
+        .env("CAPTURE_TENANT_ID", "00000000-0000-0000-0000-00000000ca9e")
+        .env("CAPTURE_CLIENT_ID", &server.credentials().client_id)
+        .env("CAPTURE_CLIENT_SECRET", &server.credentials().client_secret)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -62,6 +65,7 @@ async fn python_sdk_full_lifecycle_over_https() {
     let api = Api {
         base: server.url.clone(),
         http: http.clone(),
+        bearer: Some(server.credentials().owner_token.clone()),
     };
     let watcher = format!(
         "/subscriptions/{sub}/resourceGroups/rg-sdk/providers/Microsoft.Network/networkWatchers/nw-sdk?api-version=2026-03-01"

@@ -84,6 +84,30 @@ async fn embedded_default_runs_its_own_postgres_and_stops_it() {
             .as_u16(),
         201
     );
+    // The first start says how to get a token with Owner on the demo subscription.
+    let out = server.stdout_text();
+    assert!(out.contains("created the service principal 'demo-owner' with Owner on /subscriptions/00000000-0000-0000-0000-000000000001"), "{out}");
+    let command = out
+        .lines()
+        .find_map(|l| l.split("TOKEN=$(").nth(1))
+        .and_then(|c| c.strip_suffix(')'))
+        .expect("a token command");
+    let principal = command
+        .split("--principal ")
+        .nth(1)
+        .expect("a principal")
+        .trim();
+    let demo_token = server.cli(&["token", "--principal", principal]);
+    let demo = Api::new(&server.url).with_bearer(Some(&demo_token));
+    let demo_watcher = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg1/providers/Microsoft.Network/networkWatchers/nw1?api-version=2026-03-01";
+    assert_eq!(
+        demo.put(demo_watcher, &serde_json::json!({"location": "eastus"}))
+            .await
+            .status
+            .as_u16(),
+        201
+    );
+    assert!(!server.log_text().contains(&demo_token));
     let pid_file = dir.join("postgres/data/postmaster.pid");
     assert!(pid_file.exists());
     // Graceful shutdown stops the cluster too.
@@ -102,6 +126,7 @@ async fn embedded_default_runs_its_own_postgres_and_stops_it() {
     let mut server = TestServer::start(opts).await;
     let api = Api::new(&server.url);
     assert_eq!(api.get(&w).await.status.as_u16(), 200);
+    assert!(!server.stdout_text().contains("first start"));
     assert!(server.terminate(Duration::from_secs(30)));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use e2e_tests::azurite::{ACCOUNT_KEY, Azurite};
+use e2e_tests::credentials::authorized;
 use e2e_tests::pcapfile;
 use e2e_tests::real_agent::RealAgent;
 use e2e_tests::traffic::udp;
@@ -144,13 +145,20 @@ async fn download_file(w: &World, name: &str) -> (u16, Vec<u8>) {
         w.ctx.server.url,
         w.ctx.capture_action("nw1", name, "download")
     );
-    let r = reqwest::Client::new()
-        .post(url)
+    let r = authorized(reqwest::Client::new().post(&url), &url)
         .header("accept", "application/octet-stream")
         .send()
         .await
         .unwrap();
     (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+}
+
+/// A GET of the server, with the harness's token.
+async fn server_get(url: &str) -> reqwest::Response {
+    authorized(reqwest::Client::new().get(url), url)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn fetch(url: &str) -> (u16, Vec<u8>) {
@@ -336,7 +344,7 @@ async fn both_keeps_the_local_file_and_uploads_the_same_bytes_and_file_only_down
     let d = download(&w, "local").await;
     assert_eq!(d["source"], "Agent", "{d}");
     let url = d["downloadUrl"].as_str().unwrap();
-    let r = reqwest::get(url).await.unwrap();
+    let r = server_get(url).await;
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(
         r.headers()["content-type"].to_str().unwrap(),
@@ -479,8 +487,7 @@ async fn upload_sas_can_create_and_write_its_blob_only_and_expires() {
     let r = put(sas.clone(), "late").await.unwrap();
     assert_eq!(r.status().as_u16(), 403);
     // A renewal gives a working one, to the agent of the machine only.
-    let client = agent_client::AgentClient::new(&ctx.server.url, reqwest::Client::new()).unwrap();
-    let fresh = client.upload_sas(agent.agent_id, id).await.unwrap();
+    let fresh = agent.client.upload_sas(agent.agent_id, id).await.unwrap();
     assert_eq!(
         put(fresh.blob_url.clone(), "renewed")
             .await
@@ -490,7 +497,8 @@ async fn upload_sas_can_create_and_write_its_blob_only_and_expires() {
         201
     );
     let other_agent = ScriptedAgent::register(&ctx.server.url, &ctx.vm("vm2"), "eastus").await;
-    let e = client
+    let e = other_agent
+        .client
         .upload_sas(other_agent.agent_id, id)
         .await
         .unwrap_err();
@@ -589,9 +597,7 @@ async fn upload_survives_a_storage_restart_and_gives_up_after_the_retry_period()
     // And it can still be downloaded, through the agent.
     let d = download(&w, "pc2").await;
     assert_eq!(d["source"], "Agent", "{d}");
-    let r = reqwest::get(d["downloadUrl"].as_str().unwrap())
-        .await
-        .unwrap();
+    let r = server_get(d["downloadUrl"].as_str().unwrap()).await;
     assert_eq!(r.bytes().await.unwrap().to_vec(), bytes);
 }
 
@@ -740,7 +746,7 @@ async fn a_caller_going_away_ends_the_transfer_and_leaves_nothing_behind() {
         w.ctx.capture_action("nw1", "pc1", "content")
     );
     // Read the first bytes only, then hang up.
-    let mut r = reqwest::get(&url).await.unwrap();
+    let mut r = server_get(&url).await;
     assert_eq!(r.status().as_u16(), 200);
     let first = r.chunk().await.unwrap().unwrap();
     assert!(!first.is_empty());
@@ -766,7 +772,7 @@ async fn a_caller_going_away_ends_the_transfer_and_leaves_nothing_behind() {
     .await;
     // And a whole download still works afterwards.
     let local = std::fs::read(w.agent.file(&path)).unwrap();
-    let r = reqwest::get(&url).await.unwrap();
+    let r = server_get(&url).await;
     assert_eq!(r.bytes().await.unwrap().to_vec(), local);
 }
 
@@ -792,13 +798,12 @@ async fn a_download_through_another_replica_streams_the_agents_file() {
     let mut options = w.ctx.server.options.clone();
     options.listen = "127.0.0.1:0".into();
     let b = e2e_tests::TestServer::start(options).await;
-    let r = reqwest::get(format!(
+    let r = server_get(&format!(
         "{}{}",
         b.url,
         w.ctx.capture_action("nw1", "pc1", "content")
     ))
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status().as_u16(), 200);
     let local = std::fs::read(w.agent.file(&path)).unwrap();
     assert!(local.len() > 8 << 20, "{}", local.len());

@@ -207,9 +207,7 @@ async fn capture_rejections_name_the_field_and_store_nothing() {
         let api = ctx.api.clone();
         let url = format!("{}{}", ctx.api.base, ctx.capture("nw1", "pc1"));
         async move {
-            let r = api
-                .http
-                .put(url)
+            let r = e2e_tests::credentials::authorized(api.http.put(&url), &url)
                 .header("content-type", "application/json")
                 .body(body)
                 .send()
