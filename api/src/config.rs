@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
     /// Print the OpenAPI document to stdout.
@@ -383,7 +383,7 @@ impl ServeArgs {
             dev_hs256,
             rate_per_second: self.rate_limit_per_second,
             rate_burst: self.rate_limit_burst,
-            agent_credential_ttl: Duration::from_secs(self.agent_credential_seconds.max(60)),
+            agent_credential_ttl: Duration::from_secs(self.agent_credential_seconds.max(10)),
         })
     }
 }

@@ -18,7 +18,7 @@ async fn main() -> std::process::ExitCode {
             Ok(())
         }
         Command::Migrate(db) => migrate(db).await,
-        Command::Serve(args) => capture_api::server::serve(args).await,
+        Command::Serve(args) => capture_api::server::serve(*args).await,
         Command::StorageAccounts(cmd) => capture_api::admin::storage_accounts(cmd).await,
         Command::ServicePrincipals(cmd) => capture_api::admin::service_principals(cmd).await,
         Command::RoleAssignments(cmd) => capture_api::admin::role_assignments(cmd).await,

@@ -106,6 +106,11 @@ impl RealAgent {
         self.spawn();
     }
 
+    /// The agent's `--state-dir`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.log.with_file_name("state")
+    }
+
     /// The agent's process id (0 when it is not running).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)

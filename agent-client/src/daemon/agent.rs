@@ -210,7 +210,7 @@ impl Agent {
         let mut attempt = 0;
         let mut finished = tokio::time::interval(Duration::from_millis(100));
         let mut progress = tokio::time::interval(report_every);
-        let mut rotation = tokio::time::interval(Duration::from_secs(30));
+        let mut rotation = tokio::time::interval(Duration::from_secs(5));
         // The long poll stays in flight while the ticks below run: it is only replaced once it
         // answered.
         let next_poll = |client: AgentClient, id: Uuid, since: Option<i64>, delay: Duration| {

@@ -106,9 +106,12 @@ pub struct Assignment {
     pub role: String,
 }
 
+/// A principal's (scope key, role) pairs.
+pub type Assignments = Arc<Vec<(String, Role)>>;
+
 #[derive(Default)]
 pub struct Rbac {
-    cache: Mutex<HashMap<String, (Instant, Arc<Vec<(String, Role)>>)>>,
+    cache: Mutex<HashMap<String, (Instant, Assignments)>>,
 }
 
 impl Rbac {
@@ -122,7 +125,7 @@ impl Rbac {
         conn: &mut AsyncPgConnection,
         principal: &str,
         app_id: Option<&str>,
-    ) -> QueryResult<Arc<Vec<(String, Role)>>> {
+    ) -> QueryResult<Assignments> {
         let key = format!("{principal}|{}", app_id.unwrap_or(""));
         if let Some((at, a)) = self
             .cache

@@ -819,3 +819,152 @@ async fn an_openid_issuer_is_trusted_through_its_discovery_document() {
     // B's own principals still work; a token of B is no good at A's scope it has no role in.
     assert_eq!(Api::new(&b.url).get(&url).await.status.as_u16(), 200);
 }
+
+#[tokio::test]
+async fn the_real_agent_keeps_its_credential_private_rotates_it_and_survives_restarts() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = Ctx::with(|o| {
+        o.extra
+            .extend(["--agent-credential-seconds".into(), "15".into()])
+    })
+    .await;
+    ctx.create_watcher("nw1").await;
+    let scope = format!("/subscriptions/{}/resourceGroups/rg1", ctx.sub);
+    let one_time = ctx
+        .server
+        .cli(&["agent-tokens", "create", "--scope", &scope, "--ttl", "600"]);
+    let mut agent = e2e_tests::real_agent::RealAgent::start(
+        &ctx.server.url,
+        &ctx.vm("vm1"),
+        &["--enrollment-token", &one_time],
+    );
+    let vm = format!(
+        "/subscriptions/{}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2026-04-01",
+        ctx.sub
+    );
+    ctx.api
+        .wait_http_status(&vm, 200, Duration::from_secs(20))
+        .await;
+    let file = agent.state_dir().join("credential.json");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let first: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    // Rotated before it expires (a third of its 15 s life left), and the agent keeps working.
+    let rotated = e2e_tests::eventually("a rotated credential", Duration::from_secs(30), || {
+        let file = file.clone();
+        let first = first["credential"].clone();
+        async move {
+            let now: Value = serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
+            (now["credential"] != first).then_some(now)
+        }
+    })
+    .await;
+    // A restart uses the stored credential: the one-time token is spent, and no longer needed.
+    agent.kill();
+    agent.restart();
+    let r = ctx.api.put(&ctx.capture("nw1", "pc1"), &json!({"properties": {"target": ctx.vm("vm1"), "storageLocation": {"filePath": "/var/captures/x/pc1.cap"}}})).await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+    let op = ctx
+        .api
+        .wait_operation(
+            &r.header("azure-asyncoperation").unwrap(),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(op["status"], "Succeeded", "{op}");
+    let log = agent.log_text() + &ctx.server.log_text();
+    for secret in [
+        &one_time,
+        first["credential"].as_str().unwrap(),
+        rotated["credential"].as_str().unwrap(),
+    ] {
+        assert!(!log.contains(secret), "a secret is in a log");
+    }
+    // A revoked enrollment token enrolls nobody.
+    let token = ctx
+        .server
+        .cli(&["agent-tokens", "create", "--scope", &scope, "--reusable"]);
+    let list = ctx.server.cli(&["agent-tokens", "list"]);
+    let id = list
+        .lines()
+        .find(|l| l.contains("reusable") && l.contains(&scope))
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    ctx.server.cli(&["agent-tokens", "revoke", "--id", &id]);
+    let client = agent_client::AgentClient::new(&ctx.server.url, reqwest::Client::new()).unwrap();
+    client.set_bearer(Some(token));
+    let e = client
+        .register(&agent_client::RegisterRequest {
+            machine_id: ctx.vm("vm3"),
+            location: "eastus".into(),
+            hostname: "h".into(),
+            os: "Linux".into(),
+            agent_version: "t".into(),
+            interfaces: vec![],
+            running_captures: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(401));
+}
+
+#[tokio::test]
+async fn hs256_tokens_need_the_explicit_development_flag() {
+    let secret = std::env::temp_dir().join(format!("hs-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&secret, b"development secret of at least 32 bytes!").unwrap();
+    let path = secret.clone();
+    let ctx = Ctx::with(move |o| {
+        o.extra.extend([
+            "--dev-hs256-secret-file".into(),
+            path.display().to_string(),
+            "--dev-hs256-issuer".into(),
+            "https://dev.test.invalid/".into(),
+        ])
+    })
+    .await;
+    ctx.create_watcher("nw1").await;
+    let oid = uuid::Uuid::new_v4().to_string();
+    ctx.server.cli(&[
+        "role-assignments",
+        "create",
+        "--assignee",
+        &oid,
+        "--role",
+        "Reader",
+        "--scope",
+        "/",
+    ]);
+    let mut c = claims(&oid);
+    c["iss"] = json!("https://dev.test.invalid/");
+    let t = encode(
+        &Header::new(Algorithm::HS256),
+        &c,
+        &EncodingKey::from_secret(&std::fs::read(&secret).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(
+        ctx.api
+            .with_bearer(Some(&t))
+            .get(&ctx.watcher("nw1"))
+            .await
+            .status
+            .as_u16(),
+        200
+    );
+    assert!(
+        ctx.server
+            .log_text()
+            .contains("HS256 development tokens are accepted")
+    );
+    // The same token at a server without the flag: refused.
+    let other = Ctx::new().await;
+    let r = other
+        .api
+        .with_bearer(Some(&t))
+        .get(&other.watcher("nw1"))
+        .await;
+    assert_401(&r, "HS256 without the flag");
+}
