@@ -204,11 +204,13 @@ pub async fn service_principals(cmd: ServicePrincipalsCommand) -> Result<(), Sta
             }
         }
         ServicePrincipalsCommand::Delete { id, database } => {
-            if !with_db(&database, async |c| {
-                principals::delete(c, id).await.map_err(failed)
+            let deleted = with_db(&database, async |c| {
+                let d = principals::delete(c, id).await.map_err(failed)?;
+                notify(c, crate::auth::rbac::RBAC_KEY).await;
+                Ok(d)
             })
-            .await?
-            {
+            .await?;
+            if !deleted {
                 return Err(StartupError(format!("no service principal {id}")));
             }
             println!("deleted {id}");
@@ -271,7 +273,15 @@ pub async fn role_assignments(cmd: RoleAssignmentsCommand) -> Result<(), Startup
     Ok(())
 }
 
+/// Longest lifetime of a token from `capture-api token` (tokens cannot be revoked).
+const MAX_TOKEN_TTL_SECONDS: u64 = 24 * 3600;
+
 pub async fn token(args: TokenArgs) -> Result<(), StartupError> {
+    if args.ttl == 0 || args.ttl > MAX_TOKEN_TTL_SECONDS {
+        return Err(StartupError(format!(
+            "--ttl must be between 1 and {MAX_TOKEN_TTL_SECONDS} seconds"
+        )));
+    }
     let secrets = secrets_of(&args.database)?;
     let config = crate::auth::AuthConfig {
         enabled: true,
@@ -390,6 +400,24 @@ pub async fn agents(cmd: AgentsCommand) -> Result<(), StartupError> {
                 )));
             }
             println!("revoked the agent of {machine_id}");
+        }
+        AgentsCommand::ReEnroll {
+            machine_id,
+            database,
+        } => {
+            let key = crate::arm::ids::key(&machine_id);
+            if !with_db(&database, async |c| {
+                crate::auth::agents::allow_enrollment(c, &key)
+                    .await
+                    .map_err(failed)
+            })
+            .await?
+            {
+                return Err(StartupError(format!(
+                    "no machine '{machine_id}' is registered"
+                )));
+            }
+            println!("{machine_id} may enroll again with a new enrollment token");
         }
     }
     Ok(())

@@ -138,8 +138,16 @@ pub enum AgentTokensCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
-    /// Revoke a machine's agent: its credential stops working at once.
+    /// Revoke a machine's agent: its credential stops working at once, and enrollment tokens no
+    /// longer enroll the machine.
     Revoke {
+        #[arg(long)]
+        machine_id: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Allow a revoked machine to enroll again (with an enrollment token).
+    ReEnroll {
         #[arg(long)]
         machine_id: String,
         #[command(flatten)]
@@ -362,6 +370,12 @@ impl ServeArgs {
             (Some(f), Some(i)) => {
                 let secret = std::fs::read(f)
                     .map_err(|e| crate::error::StartupError(format!("{}: {e}", f.display())))?;
+                if secret.len() < 32 {
+                    return Err(crate::error::StartupError(format!(
+                        "{}: an HS256 secret needs at least 32 bytes",
+                        f.display()
+                    )));
+                }
                 tracing::warn!("HS256 development tokens are accepted: never in production");
                 Some((secret, i.clone()))
             }

@@ -212,9 +212,10 @@ impl ResponseError for ApiError {
             let challenge = format!(
                 "Bearer realm=\"capture-api\", error=\"invalid_token\", error_description=\"{description}\""
             );
-            if let Ok(v) = HeaderValue::from_str(&challenge) {
-                resp.insert_header((header::WWW_AUTHENTICATE, v));
-            }
+            let v = HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static(
+                "Bearer realm=\"capture-api\", error=\"invalid_token\"",
+            ));
+            resp.insert_header((header::WWW_AUTHENTICATE, v));
         }
         resp.json(CloudError {
             error: CloudErrorBody {

@@ -113,11 +113,11 @@ async fn first_start_principal(state: &AppState, args: &ServeArgs) {
     }
     .await;
     match result {
-        Ok(Some((sp, secret))) => println!(
+        Ok(Some((sp, _secret))) => println!(
             "capture-api: first start: created the service principal 'demo-owner' with Owner on /subscriptions/{DEMO_SUBSCRIPTION}\n\
              \x20 a token for curl:  TOKEN=$(cargo run -q -p capture-api -- token --data-dir {dir} --principal {client})\n\
              \x20                    curl -H \"Authorization: Bearer $TOKEN\" ...\n\
-             \x20 for SDKs and az:   tenant {tenant}, client id {client}, client secret {secret} (shown only now)",
+             \x20 for SDKs and az:   a principal with a secret: capture-api service-principals create --name NAME (tenant {tenant})",
             dir = args.database.data_dir.display(),
             client = sp.client_id,
             tenant = state.auth.config.tenant,

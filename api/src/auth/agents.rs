@@ -113,6 +113,22 @@ pub async fn redeem(conn: &mut AsyncPgConnection, token: &str, machine_key: &str
     if !fresh {
         return Err(refused());
     }
+    // A revoked machine stays revoked until an administrator allows it to enroll again
+    // (`capture-api agents re-enroll`).
+    let revoked: bool = diesel::select(diesel::dsl::exists(
+        machines::table
+            .filter(machines::resource_key.eq(machine_key))
+            .filter(machines::revoked_at.is_not_null()),
+    ))
+    .get_result(conn)
+    .await?;
+    if revoked {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "AgentRevoked",
+            "This machine's agent was revoked; an administrator must allow it to enroll again.",
+        ));
+    }
     if !covers(&t.scope_key, machine_key) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -145,11 +161,53 @@ pub async fn issue_credential(
             machines::previous_credential_until.eq(Utc::now() + ROTATION_GRACE),
             machines::credential_hash.eq(fast_hash(&credential)),
             machines::credential_expires_at.eq(expires),
-            machines::revoked_at.eq(None::<DateTime<Utc>>),
         ))
         .execute(conn)
         .await?;
     Ok((credential, expires))
+}
+
+/// Rotates the credential of `agent_id`'s machine, only if `current` is its current credential
+/// (not the previous one) and the machine is not revoked: one statement, so a revocation cannot
+/// slip in between.
+pub async fn rotate(
+    conn: &mut AsyncPgConnection,
+    agent_id: Uuid,
+    current: &str,
+    ttl: Duration,
+) -> ApiResult<Option<(String, String, DateTime<Utc>)>> {
+    let credential = format!("{CREDENTIAL_PREFIX}{}", random_secret());
+    let expires = Utc::now() + ttl;
+    let machine: Option<String> = diesel::update(
+        machines::table
+            .filter(machines::agent_id.eq(agent_id))
+            .filter(machines::credential_hash.eq(fast_hash(current)))
+            .filter(machines::credential_expires_at.gt(Utc::now()))
+            .filter(machines::revoked_at.is_null()),
+    )
+    .set((
+        machines::previous_credential_hash.eq(machines::credential_hash),
+        machines::previous_credential_until.eq(Utc::now() + ROTATION_GRACE),
+        machines::credential_hash.eq(fast_hash(&credential)),
+        machines::credential_expires_at.eq(expires),
+    ))
+    .returning(machines::resource_id)
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(machine.map(|m| (m, credential, expires)))
+}
+
+/// Lets a revoked machine enroll again (with a new enrollment token).
+pub async fn allow_enrollment(
+    conn: &mut AsyncPgConnection,
+    machine_key: &str,
+) -> QueryResult<bool> {
+    let n = diesel::update(machines::table.find(machine_key))
+        .set(machines::revoked_at.eq(None::<DateTime<Utc>>))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
 }
 
 /// Whether `credential` is the current (or, just after a rotation, the previous) credential of

@@ -188,7 +188,18 @@ pub fn mint(
 /// Paths of the management API (everything else: health, docs, the issuer, the agent protocol,
 /// has its own rules).
 fn is_management(path: &str) -> bool {
-    path.len() >= 14 && path[..14].eq_ignore_ascii_case("/subscriptions")
+    let decoded: String = if path.contains('%') {
+        url::form_urlencoded::parse(format!("p={}", path.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    } else {
+        path.to_string()
+    };
+    decoded.len() >= 14
+        && decoded
+            .get(..14)
+            .is_some_and(|p| p.eq_ignore_ascii_case("/subscriptions"))
 }
 
 /// Authenticates management requests and throttles them per principal; the principal is left in
@@ -198,11 +209,25 @@ pub async fn authenticate(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
     if !is_management(req.path()) {
-        return next.call(req).await;
+        return Ok(next.call(req).await?.map_into_left_body());
     }
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
-        return next.call(req).await;
+        return Ok(next.call(req).await?.map_into_left_body());
     };
+    match check(&state, &req).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        // An ordinary response, so that the ARM envelope adds the request ids and counts it.
+        Err(e) => Ok(req
+            .into_response(actix_web::ResponseError::error_response(&e))
+            .map_into_right_body()),
+    }
+}
+
+/// The principal of a management request, or why it is refused (401, 429).
+async fn check(state: &AppState, req: &ServiceRequest) -> ApiResult<Principal> {
     let auth = &state.auth;
     let principal = if auth.config.enabled {
         let header = req
@@ -215,8 +240,7 @@ pub async fn authenticate(
                 return Err(ApiError::Unauthorized {
                     code: "AuthenticationFailed",
                     message: "Authentication failed. The 'Authorization' header is missing.".into(),
-                }
-                .into());
+                });
             }
             Some(h) => match h.split_once(' ') {
                 Some((scheme, t))
@@ -228,8 +252,7 @@ pub async fn authenticate(
                     return Err(ApiError::Unauthorized {
                         code: "AuthenticationFailed",
                         message: "Authentication failed. The 'Authorization' header must be 'Bearer <token>'.".into(),
-                    }
-                    .into());
+                    });
                 }
             },
         };
@@ -243,14 +266,15 @@ pub async fn authenticate(
     } else {
         Principal::anonymous()
     };
-    if let Some(wait) = auth.throttle(&principal.id) {
+    // Throttling is per principal: without authentication there is none to count.
+    if !principal.unrestricted
+        && let Some(wait) = auth.throttle(&principal.id)
+    {
         return Err(ApiError::Throttled {
             retry_after_seconds: wait.as_secs().max(1),
-        }
-        .into());
+        });
     }
-    req.extensions_mut().insert(principal);
-    next.call(req).await
+    Ok(principal)
 }
 
 /// The authenticated caller of a management request.
@@ -280,7 +304,11 @@ impl Caller {
     }
 
     /// The caller's assignments (none needed when authentication is disabled).
-    async fn assignments(&self, state: &AppState) -> ApiResult<Arc<Vec<(String, rbac::Role)>>> {
+    async fn assignments(&self, state: &AppState) -> ApiResult<rbac::Assignments> {
+        // The hot path: no database connection when the assignments are cached.
+        if let Some(a) = state.auth.rbac.cached(&self.0.id, self.0.app_id.as_deref()) {
+            return Ok(a);
+        }
         let mut conn = state.conn().await?;
         Ok(state
             .auth
@@ -358,4 +386,5 @@ pub mod actions {
         "Microsoft.Network/networkWatchers/packetCaptures/queryStatus/action";
     pub const VM_READ: &str = "Microsoft.Compute/virtualMachines/read";
     pub const SUBSCRIPTION_READ: &str = "Microsoft.Resources/subscriptions/read";
+    pub const STORAGE_ACCOUNT_READ: &str = "Microsoft.Storage/storageAccounts/read";
 }

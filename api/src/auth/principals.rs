@@ -66,7 +66,26 @@ pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<ServicePrinci
         .await
 }
 
+/// Deletes a principal and its role assignments (its tokens then open nothing).
 pub async fn delete(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
+    let found: Option<(Uuid, Uuid)> = service_principals::table
+        .filter(
+            service_principals::client_id
+                .eq(id)
+                .or(service_principals::object_id.eq(id)),
+        )
+        .select((service_principals::client_id, service_principals::object_id))
+        .first(conn)
+        .await
+        .optional()?;
+    if let Some((client, object)) = found {
+        use crate::db::schema::role_assignments;
+        diesel::delete(role_assignments::table.filter(
+            role_assignments::principal_id.eq_any([client.to_string(), object.to_string()]),
+        ))
+        .execute(conn)
+        .await?;
+    }
     let n = diesel::delete(
         service_principals::table.filter(
             service_principals::client_id
@@ -98,6 +117,9 @@ pub async fn authenticate(
     let Some(sp) = sp else {
         return Ok(None);
     };
+    // One slow hash at a time: a flood of token requests cannot take every core.
+    static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _permit = HASHING.acquire().await.ok();
     let (secret, hash) = (secret.to_string(), sp.secret_hash.clone());
     let ok = tokio::task::spawn_blocking(move || verify_slow_hash(&secret, &hash))
         .await

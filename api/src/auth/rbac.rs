@@ -112,11 +112,27 @@ pub type Assignments = Arc<Vec<(String, Role)>>;
 #[derive(Default)]
 pub struct Rbac {
     cache: Mutex<HashMap<String, (Instant, Assignments)>>,
+    /// Bumped by every invalidation: a read that began before one is not cached.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Rbac {
     pub fn invalidate(&self) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.clear();
+    }
+
+    /// The cached assignments of a principal, if fresh.
+    pub fn cached(&self, principal: &str, app_id: Option<&str>) -> Option<Assignments> {
+        let key = format!("{principal}|{}", app_id.unwrap_or(""));
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, a)| a.clone())
     }
 
     /// The (scope key, role) pairs of a principal, by object id or application id.
@@ -136,6 +152,10 @@ impl Rbac {
         {
             return Ok(a.clone());
         }
+        let generation = std::sync::atomic::AtomicU64::load(
+            &self.generation,
+            std::sync::atomic::Ordering::SeqCst,
+        );
         let ids: Vec<&str> = std::iter::once(principal).chain(app_id).collect();
         let rows: Vec<(String, String)> = role_assignments::table
             .filter(role_assignments::principal_id.eq_any(ids))
@@ -147,10 +167,12 @@ impl Rbac {
                 .filter_map(|(s, r)| Role::parse(&r).map(|r| (s, r)))
                 .collect(),
         );
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (Instant::now(), list.clone()));
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if std::sync::atomic::AtomicU64::load(&self.generation, std::sync::atomic::Ordering::SeqCst)
+            == generation
+        {
+            cache.insert(key, (Instant::now(), list.clone()));
+        }
         Ok(list)
     }
 }

@@ -67,6 +67,9 @@ struct Claims {
     appid: Option<String>,
     #[serde(default)]
     azp: Option<String>,
+    /// Delegated (user) tokens carry scopes; app-only tokens do not.
+    #[serde(default)]
+    scp: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -196,9 +199,16 @@ impl Validator {
             .or(claims.sub)
             .ok_or_else(|| invalid("The token names no principal (oid or sub)."))?
             .to_lowercase();
+        // The application's own roles apply only to app-only tokens: a user signing in through
+        // an application does not inherit what the application was granted.
+        let app_id = if claims.scp.is_none() {
+            claims.appid.or(claims.azp).map(|a| a.to_lowercase())
+        } else {
+            None
+        };
         let principal = Principal {
             id,
-            app_id: claims.appid.or(claims.azp).map(|a| a.to_lowercase()),
+            app_id,
             unrestricted: false,
         };
         let mut cache = self.lock_cache();
@@ -235,10 +245,16 @@ impl Validator {
                 .is_none_or(|t| t.elapsed() >= REFRESH_INTERVAL)
         };
         if due {
+            // Claim the refresh before fetching: concurrent misses do not fetch again.
+            self.keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(iss.to_string())
+                .or_default()
+                .refreshed = Some(Instant::now());
             let fetched = self.fetch(config, kind, iss).await;
             let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             let entry = keys.entry(iss.to_string()).or_default();
-            entry.refreshed = Some(Instant::now());
             match fetched {
                 Ok(set) => entry.by_kid = set.keys.iter().filter_map(key_of).collect(),
                 Err(e) => tracing::warn!(issuer = %iss, error = %e, "cannot refresh signing keys"),

@@ -629,14 +629,23 @@ pub async fn rotate_credential(
         ));
     }
     let mut conn = state.conn().await?;
-    let machine = touch(&mut conn, agent_id, &bearer).await?;
-    let (credential, expires_on) = issue_credential(
+    let current = bearer.0.as_deref().unwrap_or_default();
+    let Some((machine, credential, expires_on)) = crate::auth::agents::rotate(
         &mut conn,
-        &machine.resource_key,
+        agent_id,
+        current,
         state.auth.config.agent_credential_ttl,
     )
-    .await?;
-    tracing::info!(machine = %machine.resource_id, "agent credential rotated");
+    .await?
+    else {
+        // Tell an unknown agent from a refused credential, as every agent call does.
+        touch(&mut conn, agent_id, &bearer).await?;
+        return Err(ApiError::Unauthorized {
+            code: "AgentNotAuthorized",
+            message: "Only the current credential of the agent can be rotated.".into(),
+        });
+    };
+    tracing::info!(%machine, "agent credential rotated");
     Ok(HttpResponse::Ok().json(agent_client::AgentCredential {
         credential,
         expires_on,

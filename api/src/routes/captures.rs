@@ -286,6 +286,16 @@ pub async fn create(
     let principal = caller.id().to_string();
     validate_resource_name(&name, "packet capture")?;
     let valid = validate::capture_body(&json_body(&body)?)?;
+    // Capturing a machine's traffic is a write at the machine's scope too, and storing it
+    // needs at least a view of the storage account.
+    caller
+        .authorize(&state, actions::CAPTURE_WRITE, &valid.parameters.target)
+        .await?;
+    if let Some(id) = &valid.parameters.storage_location.storage_id {
+        caller
+            .authorize(&state, actions::STORAGE_ACCOUNT_READ, id)
+            .await?;
+    }
     let if_match = header(&req, "If-Match").map(str::to_string);
     let if_none_match = header(&req, "If-None-Match").map(str::to_string);
 

@@ -163,6 +163,17 @@ async fn only_valid_tokens_of_trusted_issuers_get_in() {
     let r = ctx.api.with_bearer(None).get(&url).await;
     assert_401(&r, "missing");
     assert_eq!(r.body["error"]["code"], "AuthenticationFailed");
+    assert!(
+        r.header("x-ms-request-id").is_some(),
+        "a 401 carries the request id"
+    );
+    // An encoded path is the same path: no way around the check.
+    let r = ctx
+        .api
+        .with_bearer(None)
+        .get(&url.replacen("/subscriptions", "/%73ubscriptions", 1))
+        .await;
+    assert_ne!(r.status.as_u16(), 200, "{}", r.text);
     for (what, token) in [
         ("malformed", "not.a.token".to_string()),
         ("expired", expired),
@@ -341,6 +352,30 @@ async fn roles_and_scopes_decide_and_lists_show_only_what_may_be_read() {
         subs.text
     );
 
+    // Capturing a machine needs the right at the machine's scope too: Network Contributor on rg1
+    // may capture vm1 of rg1 from the rg1 watcher, not a VM of rg2.
+    let body = |target: String| json!({"properties": {"target": target, "storageLocation": {"filePath": "/var/captures/a.cap"}}});
+    let r = netc_api
+        .put(
+            &with_version(&capture_path(&sub, "rg1", "nw1", "other-rg")),
+            &body(e2e_tests::vm_id(&sub, "rg2", "vm2")),
+        )
+        .await;
+    let e = r.assert_error(403, "AuthorizationFailed");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("/resourceGroups/rg2/providers/Microsoft.Compute/virtualMachines/vm2"),
+        "{e}"
+    );
+    let r = netc_api
+        .put(
+            &with_version(&capture_path(&sub, "rg1", "nw1", "same-rg")),
+            &body(ctx.vm("vm1")),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text);
     // Network Contributor writes network resources in rg1 only; cannot read VMs.
     let r = netc_api
         .put(
@@ -685,6 +720,8 @@ async fn agents_are_enrolled_confined_to_their_machine_and_revocable() {
         .get(&ctx.watcher("nw1"))
         .await;
     assert_401(&r, "agent credential on the management API");
+    // An old credential (still valid for a grace period) cannot rotate and take over.
+    let stale = agent_client::AgentClient::new(&ctx.server.url, reqwest::Client::new()).unwrap();
     // Rotation: the new credential works (and the old one for a grace period).
     let rotated = a_client.rotate_credential(a.agent_id).await.unwrap();
     assert_ne!(rotated.credential, a_credential);
@@ -692,6 +729,9 @@ async fn agents_are_enrolled_confined_to_their_machine_and_revocable() {
         .poll(a.agent_id, None, Duration::from_secs(0))
         .await
         .unwrap();
+    stale.set_bearer(Some(a_credential.clone()));
+    let e = stale.rotate_credential(a.agent_id).await.unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
     // Revocation ends A's access at once, even for a poll already waiting.
     let waiting = {
         let c = a_client.clone();
@@ -721,6 +761,15 @@ async fn agents_are_enrolled_confined_to_their_machine_and_revocable() {
     assert_eq!(e.status(), Some(401));
     // B is untouched.
     b.poll(None, Duration::from_secs(0)).await;
+    // A revoked machine does not enroll again with a token, until an administrator allows it.
+    let reusable = ctx.server.credentials().enrollment_token.clone();
+    let (_, r) = register(ctx.vm("vm1"), Some(reusable.clone())).await;
+    let e = r.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    ctx.server
+        .cli(&["agents", "re-enroll", "--machine-id", &ctx.vm("vm1")]);
+    let (_, r) = register(ctx.vm("vm1"), Some(reusable)).await;
+    assert!(r.unwrap().credential.is_some());
 
     let log = ctx.server.log_text();
     for secret in [&one_time, &a_credential, &rotated.credential] {
@@ -846,6 +895,11 @@ async fn the_real_agent_keeps_its_credential_private_rotates_it_and_survives_res
         .wait_http_status(&vm, 200, Duration::from_secs(20))
         .await;
     let file = agent.state_dir().join("credential.json");
+    e2e_tests::eventually("the saved credential", Duration::from_secs(10), || {
+        let f = file.clone();
+        async move { f.exists().then_some(()) }
+    })
+    .await;
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let first: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
