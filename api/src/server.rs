@@ -53,6 +53,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(identity::discovery)
         .service(identity::jwks)
         .service(identity::instance_discovery)
+        .service(identity::cloud_metadata)
         .service(identity::token)
         .service(misc::healthz)
         .service(misc::readyz)

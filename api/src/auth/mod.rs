@@ -356,6 +356,24 @@ impl Caller {
         })
     }
 
+    /// The subscriptions the caller has an assignment at or under (they are listed even with no
+    /// resources in them yet, as in Azure).
+    pub async fn assigned_subscriptions(&self, state: &AppState) -> ApiResult<Vec<String>> {
+        if self.0.unrestricted {
+            return Ok(vec![]);
+        }
+        Ok(self
+            .assignments(state)
+            .await?
+            .iter()
+            .filter_map(|(scope, _)| {
+                scope
+                    .strip_prefix("/subscriptions/")
+                    .map(|rest| rest.split('/').next().unwrap_or(rest).to_string())
+            })
+            .collect())
+    }
+
     /// A filter for lists: whether the caller may do `action` on each scope.
     pub async fn filter(
         &self,

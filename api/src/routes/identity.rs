@@ -100,6 +100,26 @@ pub async fn instance_discovery(req: HttpRequest, state: web::Data<AppState>) ->
     }))
 }
 
+/// ARM's cloud metadata, so that `az cloud register --endpoint-resource-manager <this server>`
+/// discovers the rest (the sign-in endpoint is this server too).
+#[utoipa::path(tag = "Identity", params(("api-version" = Option<String>, Query)), responses((status = 200, description = "Cloud endpoints")))]
+#[get("/metadata/endpoints")]
+pub async fn cloud_metadata(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let b = base(&state, &req);
+    HttpResponse::Ok().json(json!({
+        "name": "capture",
+        "portal": b,
+        "resourceManager": format!("{b}/"),
+        "authentication": {
+            "loginEndpoint": b,
+            "audiences": ["https://management.core.windows.net/", "https://management.azure.com/"],
+            "tenant": state.auth.config.tenant,
+            "identityProvider": "AAD",
+        },
+        "suffixes": {},
+    }))
+}
+
 #[derive(Deserialize)]
 pub struct TokenRequest {
     grant_type: Option<String>,

@@ -157,6 +157,7 @@ pub async fn list_subscriptions(
             .load::<String>(&mut conn)
             .await?,
     );
+    subs.extend(caller.assigned_subscriptions(&state).await?);
     subs.sort_by_key(|s| s.to_lowercase());
     subs.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
     Ok(HttpResponse::Ok().json(SubscriptionListResult {

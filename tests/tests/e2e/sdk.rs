@@ -119,3 +119,182 @@ async fn python_sdk_full_lifecycle_over_https() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `az ARGS` with its own configuration folder, trusting `ca`; returns stdout, or panics
+/// with what az printed.
+fn az(config: &std::path::Path, ca: &std::path::Path, args: &[&str]) -> String {
+    let bin = e2e_tests::workspace_root().join("tests/python/.az-venv/bin/az");
+    assert!(
+        bin.exists(),
+        "{} is missing: the test command installs the Azure CLI (see README)",
+        bin.display()
+    );
+    let out = std::process::Command::new(&bin)
+        .args(args)
+        .env("AZURE_CONFIG_DIR", config)
+        .env("REQUESTS_CA_BUNDLE", ca)
+        .env("AZURE_CORE_COLLECT_TELEMETRY", "0")
+        .env("AZURE_CORE_NO_COLOR", "1")
+        .env("AZURE_CORE_ONLY_SHOW_ERRORS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "az {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn az_cli_signs_in_with_the_built_in_issuer_and_runs_a_capture() {
+    let dir = std::env::temp_dir().join(format!("capture-az-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let db = TestDb::new().await;
+    let mut opts = ServerOptions::new(&db.url);
+    opts.tls = Some((cert_path.clone(), key_path.clone()));
+    let server = TestServer::start(opts).await;
+    let creds = server.credentials().clone();
+    let sub = e2e_tests::new_subscription();
+    let vm = e2e_tests::vm_id(&sub, "rg-az", "vm-az");
+    let agent = RealAgent::start(
+        &server.url,
+        &vm,
+        &["--ca-cert", cert_path.to_str().unwrap()],
+    );
+    // The agent's registration creates the region's watcher (NetworkWatcherRG/NetworkWatcher_eastus).
+    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let api = Api {
+        base: server.url.clone(),
+        http: reqwest::Client::builder()
+            .tls_certs_only([root])
+            .build()
+            .unwrap(),
+        bearer: Some(creds.owner_token.clone()),
+    };
+    api.wait_http_status(
+        &format!("{vm}?api-version=2024-07-01"),
+        200,
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let config = dir.join("az");
+    let run = |args: &[&str]| az(&config, &cert_path, args);
+    // The server is the cloud: its ARM metadata names itself as the sign-in endpoint.
+    run(&[
+        "cloud",
+        "register",
+        "-n",
+        "capture",
+        "--endpoint-resource-manager",
+        &server.url,
+    ]);
+    run(&["cloud", "set", "-n", "capture"]);
+    run(&["config", "set", "core.instance_discovery=false"]);
+    run(&[
+        "login",
+        "--service-principal",
+        "-u",
+        &creds.client_id,
+        "-p",
+        &creds.client_secret,
+        "--tenant",
+        "00000000-0000-0000-0000-00000000ca9e",
+    ]);
+    run(&["account", "set", "-s", &sub]);
+    let created: serde_json::Value = serde_json::from_str(&run(&[
+        "network",
+        "watcher",
+        "packet-capture",
+        "create",
+        "-g",
+        "rg-az",
+        "-n",
+        "pc-az",
+        "--vm",
+        "vm-az",
+        "--file-path",
+        "/var/captures/az/pc-az.cap",
+        "--time-limit",
+        "120",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(created["provisioningState"], "Succeeded", "{created}");
+    let status: serde_json::Value = serde_json::from_str(&run(&[
+        "network",
+        "watcher",
+        "packet-capture",
+        "show-status",
+        "-l",
+        "eastus",
+        "-n",
+        "pc-az",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(status["packetCaptureStatus"], "Running", "{status}");
+    run(&[
+        "network",
+        "watcher",
+        "packet-capture",
+        "stop",
+        "-l",
+        "eastus",
+        "-n",
+        "pc-az",
+    ]);
+    let status: serde_json::Value = serde_json::from_str(&run(&[
+        "network",
+        "watcher",
+        "packet-capture",
+        "show-status",
+        "-l",
+        "eastus",
+        "-n",
+        "pc-az",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(status["packetCaptureStatus"], "Stopped", "{status}");
+    assert_eq!(status["stopReason"], "StoppedByUser", "{status}");
+    run(&[
+        "network",
+        "watcher",
+        "packet-capture",
+        "delete",
+        "-l",
+        "eastus",
+        "-n",
+        "pc-az",
+    ]);
+    let list = run(&[
+        "network",
+        "watcher",
+        "packet-capture",
+        "list",
+        "-l",
+        "eastus",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&list).unwrap(),
+        serde_json::json!([])
+    );
+    assert!(agent.file("/var/captures/az/pc-az.cap").exists());
+    let log = server.log_text();
+    assert!(!log.contains(&creds.client_secret));
+    let _ = std::fs::remove_dir_all(&dir);
+}
