@@ -263,7 +263,8 @@ impl actix_web::FromRequest for AgentBearer {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim().to_string());
         std::future::ready(match (enabled, bearer) {
-            (false, b) => Ok(AgentBearer(b.filter(|_| false))),
+            // Authentication disabled: no credential is checked (nor kept).
+            (false, _) => Ok(AgentBearer(None)),
             (true, Some(b)) => Ok(AgentBearer(Some(b))),
             (true, None) => Err(unauthorized(
                 "Agent requests need 'Authorization: Bearer <credential or enrollment token>'.",
