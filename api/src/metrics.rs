@@ -43,6 +43,8 @@ pub struct Metrics {
     pub uploads_verified: Counter,
     pub uploads_failed: Counter,
     pub file_bytes_streamed: Counter,
+    pub auth_failures: Counter,
+    pub throttled: Counter,
 }
 
 impl Metrics {
@@ -55,7 +57,9 @@ impl Metrics {
              # HELP capture_api_agent_polls_in_flight Agent long polls being served.\n# TYPE capture_api_agent_polls_in_flight gauge\ncapture_api_agent_polls_in_flight {}\n\
              # HELP capture_api_uploads_verified_total Capture uploads to storage accounts checked complete.\n# TYPE capture_api_uploads_verified_total counter\ncapture_api_uploads_verified_total {}\n\
              # HELP capture_api_uploads_failed_total Capture uploads given up by agents (StorageFailed).\n# TYPE capture_api_uploads_failed_total counter\ncapture_api_uploads_failed_total {}\n\
-             # HELP capture_api_file_bytes_streamed_total Bytes of capture files streamed from agents to callers.\n# TYPE capture_api_file_bytes_streamed_total counter\ncapture_api_file_bytes_streamed_total {}\n",
+             # HELP capture_api_file_bytes_streamed_total Bytes of capture files streamed from agents to callers.\n# TYPE capture_api_file_bytes_streamed_total counter\ncapture_api_file_bytes_streamed_total {}\n\
+             # HELP capture_api_auth_failures_total Management requests refused with 401.\n# TYPE capture_api_auth_failures_total counter\ncapture_api_auth_failures_total {}\n\
+             # HELP capture_api_throttled_total Management requests refused with 429.\n# TYPE capture_api_throttled_total counter\ncapture_api_throttled_total {}\n",
             self.requests.get(),
             self.responses_4xx.get(),
             self.responses_5xx.get(),
@@ -64,6 +68,8 @@ impl Metrics {
             self.uploads_verified.get(),
             self.uploads_failed.get(),
             self.file_bytes_streamed.get(),
+            self.auth_failures.get(),
+            self.throttled.get(),
         )
     }
 }

@@ -220,9 +220,15 @@ pub async fn authenticate(
             Ok(next.call(req).await?.map_into_left_body())
         }
         // An ordinary response, so that the ARM envelope adds the request ids and counts it.
-        Err(e) => Ok(req
-            .into_response(actix_web::ResponseError::error_response(&e))
-            .map_into_right_body()),
+        Err(e) => {
+            match &e {
+                ApiError::Throttled { .. } => state.metrics.throttled.inc(),
+                _ => state.metrics.auth_failures.inc(),
+            }
+            Ok(req
+                .into_response(actix_web::ResponseError::error_response(&e))
+                .map_into_right_body())
+        }
     }
 }
 

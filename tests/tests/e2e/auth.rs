@@ -623,6 +623,18 @@ async fn requests_over_the_rate_are_throttled() {
         }
     }
     let r = throttled.expect("no 429 within 10 quick requests");
+    let metrics = reqwest::get(format!("{}/metrics", ctx.server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("capture_api_throttled_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     r.assert_error(429, "TooManyRequests");
     let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
