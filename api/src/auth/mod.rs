@@ -94,7 +94,21 @@ impl Auth {
 
     /// Takes a token from the principal's bucket; the wait before the next one when empty.
     fn throttle(&self, principal: &str) -> Option<Duration> {
-        let (rate, burst) = (self.config.rate_per_second, self.config.rate_burst.max(1.0));
+        self.take(
+            principal,
+            self.config.rate_per_second,
+            self.config.rate_burst,
+        )
+    }
+
+    /// Token requests per client address: each may cost a slow hash, so a client cannot queue
+    /// up unlimited work (10 per second, 30 at once).
+    pub fn throttle_sign_in(&self, client: std::net::IpAddr) -> Option<Duration> {
+        self.take(&format!("sign-in:{client}"), 10.0, 30.0)
+    }
+
+    fn take(&self, key: &str, rate: f64, burst: f64) -> Option<Duration> {
+        let burst = burst.max(1.0);
         if rate <= 0.0 {
             return None;
         }
@@ -103,7 +117,7 @@ impl Auth {
             map.clear();
         }
         let now = Instant::now();
-        let (tokens, at) = map.entry(principal.to_string()).or_insert((burst, now));
+        let (tokens, at) = map.entry(key.to_string()).or_insert((burst, now));
         *tokens = (*tokens + at.elapsed().as_secs_f64() * rate).min(burst);
         *at = now;
         if *tokens >= 1.0 {

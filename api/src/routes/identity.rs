@@ -164,6 +164,15 @@ pub async fn token(
     if !tenant_ok(&state, &tenant) {
         return unknown_tenant(&tenant);
     }
+    if let Some(wait) = req
+        .peer_addr()
+        .and_then(|a| state.auth.throttle_sign_in(a.ip()))
+    {
+        return HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", wait.as_secs().max(1).to_string()))
+            .insert_header(("Cache-Control", "no-store"))
+            .json(json!({"error": "temporarily_unavailable", "error_description": "Too many token requests from this address; retry later."}));
+    }
     let Ok(mut form) = serde_urlencoded_form(&form) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
