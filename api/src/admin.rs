@@ -150,12 +150,11 @@ fn api_failed(e: crate::error::ApiError) -> StartupError {
 
 /// Wakes every replica's waiters on `key` (role assignment caches, a revoked agent's poll).
 async fn notify(conn: &mut AsyncPgConnection, key: &str) {
-    use diesel_async::RunQueryDsl;
-    let _ = diesel::sql_query("SELECT pg_notify($1, $2)")
-        .bind::<diesel::sql_types::Text, _>(crate::notify::CHANNEL)
-        .bind::<diesel::sql_types::Text, _>(key)
-        .execute(conn)
-        .await;
+    if let Err(e) = crate::notify::send(conn, key).await {
+        eprintln!(
+            "capture-api: the servers could not be told at once ({e}); they catch up within a minute"
+        );
+    }
 }
 
 /// Runs `f` on a connection to the database of `db`, then closes it.

@@ -96,6 +96,16 @@ impl Hub {
     }
 }
 
+/// Wakes whoever waits on `key`, in every replica (the same channel as the trigger's).
+pub async fn send(conn: &mut AsyncPgConnection, key: &str) -> diesel::QueryResult<()> {
+    diesel::sql_query("SELECT pg_notify($1, $2)")
+        .bind::<diesel::sql_types::Text, _>(CHANNEL)
+        .bind::<diesel::sql_types::Text, _>(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 impl Subscription {
     /// Waits until the machine's assignments may have changed, or `timeout` elapses.
     /// Returns whether a wake-up arrived.

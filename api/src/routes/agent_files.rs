@@ -34,12 +34,7 @@ pub fn transfer_key(id: Uuid) -> String {
 
 /// Wakes whoever waits on `key`, in every replica.
 pub async fn notify(conn: &mut AsyncPgConnection, key: &str) -> ApiResult<()> {
-    diesel::sql_query("SELECT pg_notify($1, $2)")
-        .bind::<diesel::sql_types::Text, _>(crate::notify::CHANNEL)
-        .bind::<diesel::sql_types::Text, _>(key)
-        .execute(conn)
-        .await?;
-    Ok(())
+    Ok(crate::notify::send(conn, key).await?)
 }
 
 fn not_assigned(capture_id: Uuid) -> ApiError {

@@ -93,26 +93,22 @@ async fn start(w: &World, name: &str, storage_location: Value, extra: Value) -> 
     r.body
 }
 
-async fn stop(w: &World, name: &str) {
-    let r = w
-        .ctx
-        .api
-        .post(&w.ctx.capture_action("nw1", name, "stop"))
-        .await;
+async fn stop(ctx: &Ctx, name: &str) {
+    let r = ctx.api.post(&ctx.capture_action("nw1", name, "stop")).await;
     assert!(r.status.is_success(), "{}", r.text);
 }
 
 /// Polls queryStatus until `done` holds (up to `timeout`).
 async fn wait_status(
-    w: &World,
+    ctx: &Ctx,
     name: &str,
     timeout: Duration,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let url = w.ctx.capture_action("nw1", name, "queryStatus");
+    let url = ctx.capture_action("nw1", name, "queryStatus");
     let deadline = Instant::now() + timeout;
     loop {
-        let s = w.ctx.api.post(&url).await;
+        let s = ctx.api.post(&url).await;
         if done(&s.body) {
             return s.body;
         }
@@ -249,8 +245,8 @@ async fn storage_only_capture_lands_at_the_azure_path_and_leaves_nothing_on_the_
     send_tagged(9301, &["s-1", "s-2", "s-3"]);
     send_tagged(9302, &["noise"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop(&w, "pc1").await;
-    let status = wait_status(&w, "pc1", Duration::from_secs(30), |s| {
+    stop(&w.ctx, "pc1").await;
+    let status = wait_status(&w.ctx, "pc1", Duration::from_secs(30), |s| {
         has_file(s, &storage_path)
     })
     .await;
@@ -320,9 +316,9 @@ async fn both_keeps_the_local_file_and_uploads_the_same_bytes_and_file_only_down
     assert_eq!(code, 200);
     assert!(partial.len() >= 24, "{}", partial.len());
 
-    stop(&w, "both").await;
-    stop(&w, "local").await;
-    let status = wait_status(&w, "both", Duration::from_secs(30), |s| {
+    stop(&w.ctx, "both").await;
+    stop(&w.ctx, "local").await;
+    let status = wait_status(&w.ctx, "both", Duration::from_secs(30), |s| {
         has_file(s, &storage_path)
     })
     .await;
@@ -527,7 +523,7 @@ async fn upload_survives_a_storage_restart_and_gives_up_after_the_retry_period()
         let _ = sock.send_to(&payload, "127.0.0.1:9321");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop(&w, "pc1").await;
+    stop(&w.ctx, "pc1").await;
     w.ctx.wait_capture_status("nw1", "pc1", "Stopped").await;
     // Stop the blob store in the middle of the upload: once some blocks have arrived.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -538,7 +534,7 @@ async fn upload_survives_a_storage_restart_and_gives_up_after_the_retry_period()
     w.azurite.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
     w.azurite.restart();
-    let status = wait_status(&w, "pc1", Duration::from_secs(60), |s| {
+    let status = wait_status(&w.ctx, "pc1", Duration::from_secs(60), |s| {
         has_file(s, &storage_path)
     })
     .await;
@@ -574,8 +570,8 @@ async fn upload_survives_a_storage_restart_and_gives_up_after_the_retry_period()
     send_tagged(9322, &["kept-1", "kept-2"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     w.azurite.stop();
-    stop(&w, "pc2").await;
-    let status = wait_status(&w, "pc2", Duration::from_secs(30), |s| {
+    stop(&w.ctx, "pc2").await;
+    let status = wait_status(&w.ctx, "pc2", Duration::from_secs(30), |s| {
         s["packetCaptureStatus"] == "Error"
     })
     .await;
@@ -632,14 +628,14 @@ async fn a_restarted_agent_resumes_the_uploads_it_had_not_finished() {
     send_tagged(9341, &["r-1", "r-2"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     w.azurite.stop();
-    stop(&w, "pc1").await;
+    stop(&w.ctx, "pc1").await;
     w.ctx.wait_capture_status("nw1", "pc1", "Stopped").await;
     // The agent dies while its upload retries; the blob store comes back while it is down.
     tokio::time::sleep(Duration::from_millis(500)).await;
     w.agent.kill();
     w.azurite.restart();
     w.agent.restart();
-    let status = wait_status(&w, "pc1", Duration::from_secs(30), |s| {
+    let status = wait_status(&w.ctx, "pc1", Duration::from_secs(30), |s| {
         has_file(s, &storage_path)
     })
     .await;
@@ -664,7 +660,7 @@ async fn storage_failures_keep_their_cause_and_removed_accounts_end_uploads() {
         )
         .await;
     assert_eq!(r.status.as_u16(), 201, "{}", r.text);
-    let status = wait_status(&w, "bad", Duration::from_secs(20), |s| {
+    let status = wait_status(&w.ctx, "bad", Duration::from_secs(20), |s| {
         s["packetCaptureStatus"] == "Error"
     })
     .await;
@@ -695,7 +691,7 @@ async fn storage_failures_keep_their_cause_and_removed_accounts_end_uploads() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut azurite = w.azurite;
     azurite.stop();
-    stop_world(&w.ctx, "pc1").await;
+    stop(&w.ctx, "pc1").await;
     w.ctx.wait_capture_status("nw1", "pc1", "Stopped").await;
     let (ok, out, err) = w
         .ctx
@@ -703,7 +699,7 @@ async fn storage_failures_keep_their_cause_and_removed_accounts_end_uploads() {
         .storage_accounts(&["remove", "--id", &w.account], "");
     assert!(ok, "{out}{err}");
     azurite.restart();
-    let status = wait_status_ctx(&w.ctx, "pc1", Duration::from_secs(40), |s| {
+    let status = wait_status(&w.ctx, "pc1", Duration::from_secs(40), |s| {
         s["packetCaptureStatus"] == "Error"
     })
     .await;
@@ -738,7 +734,7 @@ async fn a_caller_going_away_ends_the_transfer_and_leaves_nothing_behind() {
     for _ in 0..20_000 {
         let _ = sock.send_to(&payload, "127.0.0.1:9361");
     }
-    stop(&w, "pc1").await;
+    stop(&w.ctx, "pc1").await;
     w.ctx.wait_capture_status("nw1", "pc1", "Stopped").await;
     let url = format!(
         "{}{}",
@@ -792,7 +788,7 @@ async fn a_download_through_another_replica_streams_the_agents_file() {
     for _ in 0..8_000 {
         let _ = sock.send_to(&payload, "127.0.0.1:9371");
     }
-    stop(&w, "pc1").await;
+    stop(&w.ctx, "pc1").await;
     w.ctx.wait_capture_status("nw1", "pc1", "Stopped").await;
     // Replica B shares the database; the agent talks to replica A only.
     let mut options = w.ctx.server.options.clone();
@@ -808,29 +804,6 @@ async fn a_download_through_another_replica_streams_the_agents_file() {
     let local = std::fs::read(w.agent.file(&path)).unwrap();
     assert!(local.len() > 8 << 20, "{}", local.len());
     assert_eq!(r.bytes().await.unwrap().to_vec(), local);
-}
-
-async fn stop_world(ctx: &Ctx, name: &str) {
-    let r = ctx.api.post(&ctx.capture_action("nw1", name, "stop")).await;
-    assert!(r.status.is_success(), "{}", r.text);
-}
-
-async fn wait_status_ctx(
-    ctx: &Ctx,
-    name: &str,
-    timeout: Duration,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let url = ctx.capture_action("nw1", name, "queryStatus");
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = ctx.api.post(&url).await;
-        if done(&s.body) {
-            return s.body;
-        }
-        assert!(Instant::now() < deadline, "capture {name}: {}", s.text);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Peak resident memory of a process, in bytes.
@@ -871,7 +844,7 @@ async fn a_512_mib_capture_uploads_with_bounded_agent_memory() {
             }
         }
     });
-    let status = wait_status(&w, "big", Duration::from_secs(120), |s| {
+    let status = wait_status(&w.ctx, "big", Duration::from_secs(120), |s| {
         s["packetCaptureStatus"] != "Running"
     })
     .await;
@@ -880,7 +853,7 @@ async fn a_512_mib_capture_uploads_with_bounded_agent_memory() {
     assert_eq!(status["stopReason"], "TotalBytesExceeded", "{status}");
     let bytes = status["bytesCaptured"].as_u64().unwrap();
     assert!(bytes >= limit - 16 * 1024, "{status}");
-    let status = wait_status(&w, "big", Duration::from_secs(240), |s| {
+    let status = wait_status(&w.ctx, "big", Duration::from_secs(240), |s| {
         has_file(s, &storage_path)
     })
     .await;
