@@ -145,10 +145,7 @@ impl AgentClient {
             .json(report)
             .send()
             .await?;
-        if resp.status().is_success() {
-            return Ok(());
-        }
-        Err(server_error(resp).await)
+        expect_success(resp).await
     }
 }
 
@@ -179,10 +176,7 @@ impl AgentClient {
             .json(result)
             .send()
             .await?;
-        if resp.status().is_success() {
-            return Ok(());
-        }
-        Err(server_error(resp).await)
+        expect_success(resp).await
     }
 
     /// Sends a requested file (`size` bytes of `body`).
@@ -201,10 +195,7 @@ impl AgentClient {
             .body(body)
             .send()
             .await?;
-        if resp.status().is_success() {
-            return Ok(());
-        }
-        Err(server_error(resp).await)
+        expect_success(resp).await
     }
 
     /// Declines a requested file.
@@ -224,11 +215,15 @@ impl AgentClient {
             })
             .send()
             .await?;
-        if resp.status().is_success() {
-            return Ok(());
-        }
-        Err(server_error(resp).await)
+        expect_success(resp).await
     }
+}
+
+async fn expect_success(resp: reqwest::Response) -> Result<(), ClientError> {
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    Err(server_error(resp).await)
 }
 
 async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {

@@ -282,19 +282,7 @@ pub async fn token(args: TokenArgs) -> Result<(), StartupError> {
         )));
     }
     let secrets = secrets_of(&args.database)?;
-    let config = crate::auth::AuthConfig {
-        enabled: true,
-        tenant: args.issuer.tenant_id.clone(),
-        issuer: args.issuer.issuer(),
-        audiences: vec![args.audience.clone()],
-        token_ttl: std::time::Duration::from_secs(args.ttl),
-        oidc_issuers: vec![],
-        jwks_file: None,
-        dev_hs256: None,
-        rate_per_second: 0.0,
-        rate_burst: 0.0,
-        agent_credential_ttl: std::time::Duration::from_secs(60),
-    };
+    let (issuer, tenant) = (args.issuer.issuer(), args.issuer.tenant_id.clone());
     let token = with_db(&args.database, async |c| {
         let sp = crate::auth::principals::find(c, &args.principal)
             .await
@@ -307,12 +295,13 @@ pub async fn token(args: TokenArgs) -> Result<(), StartupError> {
             .await
             .map_err(api_failed)?;
         crate::auth::mint(
-            &config,
+            &issuer,
+            &tenant,
             &signer,
             &object_id,
             app_id.as_deref(),
             &args.audience,
-            config.token_ttl,
+            std::time::Duration::from_secs(args.ttl),
         )
         .map_err(api_failed)
     })

@@ -23,7 +23,7 @@ pub const CREDENTIAL_PREFIX: &str = "cac_";
 /// How long the previous credential keeps working after a rotation.
 const ROTATION_GRACE: Duration = Duration::from_secs(600);
 
-fn unauthorized(message: impl Into<String>) -> ApiError {
+pub(crate) fn unauthorized(message: impl Into<String>) -> ApiError {
     ApiError::Unauthorized {
         code: "AgentNotAuthorized",
         message: message.into(),

@@ -164,9 +164,11 @@ struct Claims<'a> {
     ver: &'a str,
 }
 
-/// A token of the built-in issuer for `object_id` (and its application id).
+/// A token of the built-in issuer `issuer` (of `tenant`) for `object_id` (and its application
+/// id).
 pub fn mint(
-    config: &AuthConfig,
+    issuer: &str,
+    tenant: &str,
     signer: &keys::Signer,
     object_id: &str,
     app_id: Option<&str>,
@@ -176,7 +178,7 @@ pub fn mint(
     let now = chrono::Utc::now().timestamp();
     let claims = Claims {
         aud: audience,
-        iss: &config.issuer,
+        iss: issuer,
         iat: now,
         nbf: now,
         exp: now + ttl.as_secs() as i64,
@@ -184,7 +186,7 @@ pub fn mint(
         oid: object_id,
         appid: app_id,
         azp: app_id,
-        tid: &config.tenant,
+        tid: tenant,
         idtyp: "app",
         ver: "2.0",
     };

@@ -142,16 +142,10 @@ impl Rbac {
         principal: &str,
         app_id: Option<&str>,
     ) -> QueryResult<Assignments> {
-        let key = format!("{principal}|{}", app_id.unwrap_or(""));
-        if let Some((at, a)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            && at.elapsed() < CACHE_TTL
-        {
-            return Ok(a.clone());
+        if let Some(a) = self.cached(principal, app_id) {
+            return Ok(a);
         }
+        let key = format!("{principal}|{}", app_id.unwrap_or(""));
         let generation = std::sync::atomic::AtomicU64::load(
             &self.generation,
             std::sync::atomic::Ordering::SeqCst,

@@ -21,7 +21,8 @@ use uuid::Uuid;
 use crate::arm::ids::{self, ResourceId};
 use crate::arm::models::PacketCaptureParameters;
 use crate::auth::agents::{
-    AgentBearer, CREDENTIAL_PREFIX, ENROLLMENT_PREFIX, credential_matches, issue_credential, redeem,
+    AgentBearer, CREDENTIAL_PREFIX, ENROLLMENT_PREFIX, credential_matches, issue_credential,
+    redeem, unauthorized,
 };
 use crate::db::models::{CaptureRow, MachineRow, NewMachine, NewWatcher};
 use crate::db::schema::{file_transfers, machines, network_watchers, packet_captures};
@@ -112,18 +113,12 @@ pub async fn register(
                     .get_result(conn)
                     .await?;
                     if !own {
-                        return Err(ApiError::Unauthorized {
-                            code: "AgentNotAuthorized",
-                            message: "The credential is not this machine's, or it expired or was revoked.".into(),
-                        });
+                        return Err(unauthorized("The credential is not this machine's, or it expired or was revoked."));
                     }
                     false
                 }
                 Some(_) => {
-                    return Err(ApiError::Unauthorized {
-                        code: "AgentNotAuthorized",
-                        message: "Register with an enrollment token (cet_...) or the machine's credential (cac_...).".into(),
-                    });
+                    return Err(unauthorized("Register with an enrollment token (cet_...) or the machine's credential (cac_...)."));
                 }
             };
             let row = NewMachine {
@@ -240,10 +235,9 @@ pub(super) async fn touch(
         .get_result(conn)
         .await?;
     if exists {
-        Err(ApiError::Unauthorized {
-            code: "AgentNotAuthorized",
-            message: "The credential is not this agent's, or it expired or was revoked.".into(),
-        })
+        Err(unauthorized(
+            "The credential is not this agent's, or it expired or was revoked.",
+        ))
     } else {
         Err(agent_not_registered(agent_id))
     }
@@ -253,9 +247,8 @@ pub(super) async fn touch(
 /// when what the agent must do changes, whatever order concurrent transactions commit in.
 async fn assignments(
     conn: &mut AsyncPgConnection,
-    storage: &crate::storage::accounts::Registry,
     machine_key: &str,
-) -> ApiResult<Assignments> {
+) -> ApiResult<(Assignments, Vec<CaptureRow>)> {
     let rows: Vec<CaptureRow> = packet_captures::table
         .filter(packet_captures::machine_key.eq(machine_key))
         .filter(packet_captures::status.eq_any(["NotStarted", "Running"]))
@@ -264,7 +257,7 @@ async fn assignments(
         .select(CaptureRow::as_select())
         .load(conn)
         .await?;
-    let mut captures: Vec<CaptureAssignment> = rows.iter().filter_map(to_assignment).collect();
+    let captures: Vec<CaptureAssignment> = rows.iter().filter_map(to_assignment).collect();
     let transfers: Vec<TransferRequest> = file_transfers::table
         .filter(file_transfers::machine_key.eq(machine_key))
         .filter(file_transfers::state.eq("Requested"))
@@ -297,10 +290,28 @@ async fn assignments(
         })
         .collect();
     let generation = content_generation(&captures, &transfers, &uploads);
-    // Upload credentials last: they are not part of the generation.
+    Ok((
+        Assignments {
+            generation,
+            captures,
+            transfers,
+            uploads,
+        },
+        rows,
+    ))
+}
+
+/// Upload credentials for the captures that have a storage account, signed only for an answer
+/// that is sent (they are not part of the generation).
+async fn attach_upload_sas(
+    conn: &mut AsyncPgConnection,
+    storage: &crate::storage::accounts::Registry,
+    rows: &[CaptureRow],
+    assignments: &mut Assignments,
+) -> ApiResult<()> {
     let account_ids: Vec<Uuid> = rows.iter().filter_map(|r| r.storage_account_id).collect();
     let accounts = crate::storage::accounts::by_ids(conn, &account_ids).await?;
-    for a in captures.iter_mut() {
+    for a in assignments.captures.iter_mut() {
         let Some(row) = rows.iter().find(|r| r.id == a.capture_id) else {
             continue;
         };
@@ -319,12 +330,7 @@ async fn assignments(
             }
         }
     }
-    Ok(Assignments {
-        generation,
-        captures,
-        transfers,
-        uploads,
-    })
+    Ok(())
 }
 
 fn content_generation(
@@ -430,20 +436,22 @@ pub async fn poll(
     let mut woken = false;
     loop {
         sub.mark_seen();
-        let current = {
-            let mut conn = state.conn().await?;
-            // A revocation (which wakes us) ends the poll at once.
-            if woken && bearer.0.is_some() {
-                touch(&mut conn, agent_id, &bearer).await?;
-            }
-            assignments(&mut conn, &state.storage, &machine.resource_key).await?
-        };
+        let mut conn = state.conn().await?;
+        // A revocation (which wakes us) ends the poll at once.
+        if woken && bearer.0.is_some() {
+            touch(&mut conn, agent_id, &bearer).await?;
+        }
+        let (mut current, rows) = assignments(&mut conn, &machine.resource_key).await?;
         woken = true;
         let now = Instant::now();
         if query.since != Some(current.generation) || now >= deadline {
+            attach_upload_sas(&mut conn, &state.storage, &rows, &mut current).await?;
             return Ok(HttpResponse::Ok().json(current));
         }
+        drop(conn);
         if !sub.changed(deadline - now).await {
+            let mut conn = state.conn().await?;
+            attach_upload_sas(&mut conn, &state.storage, &rows, &mut current).await?;
             return Ok(HttpResponse::Ok().json(current));
         }
     }
@@ -640,10 +648,9 @@ pub async fn rotate_credential(
     else {
         // Tell an unknown agent from a refused credential, as every agent call does.
         touch(&mut conn, agent_id, &bearer).await?;
-        return Err(ApiError::Unauthorized {
-            code: "AgentNotAuthorized",
-            message: "Only the current credential of the agent can be rotated.".into(),
-        });
+        return Err(unauthorized(
+            "Only the current credential of the agent can be rotated.",
+        ));
     };
     tracing::info!(%machine, "agent credential rotated");
     Ok(HttpResponse::Ok().json(agent_client::AgentCredential {

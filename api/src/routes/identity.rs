@@ -224,7 +224,8 @@ pub async fn token(
         let signer = state.auth.signer(&mut conn, &state.secrets).await?;
         let ttl = state.auth.config.token_ttl;
         let token = mint(
-            &state.auth.config,
+            &state.auth.config.issuer,
+            &state.auth.config.tenant,
             &signer,
             &sp.object_id.to_string(),
             Some(&sp.client_id.to_string()),
