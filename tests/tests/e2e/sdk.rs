@@ -13,15 +13,16 @@ fn python() -> std::path::PathBuf {
         .unwrap_or(venv)
 }
 
-#[tokio::test]
-async fn python_sdk_full_lifecycle_over_https() {
-    let py = python();
-    assert!(
-        py.exists(),
-        "{} is missing: the test command creates the SDK venv (see README)",
-        py.display()
-    );
-    // A self-signed certificate for 127.0.0.1.
+/// A server on HTTPS with a self-signed certificate for 127.0.0.1, over a database of its own.
+struct Https {
+    dir: std::path::PathBuf,
+    cert_pem: String,
+    cert_path: std::path::PathBuf,
+    server: TestServer,
+    _db: TestDb,
+}
+
+async fn https_server() -> Https {
     let dir = std::env::temp_dir().join(format!("capture-tls-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let cert =
@@ -30,11 +31,34 @@ async fn python_sdk_full_lifecycle_over_https() {
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-
     let db = TestDb::new().await;
     let mut opts = ServerOptions::new(&db.url);
-    opts.tls = Some((cert_path.clone(), key_path.clone()));
+    opts.tls = Some((cert_path.clone(), key_path));
     let server = TestServer::start(opts).await;
+    Https {
+        dir,
+        cert_pem: cert.cert.pem(),
+        cert_path,
+        server,
+        _db: db,
+    }
+}
+
+#[tokio::test]
+async fn python_sdk_full_lifecycle_over_https() {
+    let py = python();
+    assert!(
+        py.exists(),
+        "{} is missing: the test command creates the SDK venv (see README)",
+        py.display()
+    );
+    let Https {
+        dir,
+        cert_pem,
+        cert_path,
+        server,
+        _db,
+    } = https_server().await;
     assert!(server.url.starts_with("https://"));
 
     let sub = e2e_tests::new_subscription();
@@ -57,7 +81,7 @@ async fn python_sdk_full_lifecycle_over_https() {
 
     // The agent registers once the SDK created its watcher (otherwise the server would create
     // the region's default watcher for the machine first).
-    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let root = reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap();
     let http = reqwest::Client::builder()
         .tls_certs_only([root])
         .build()
@@ -149,18 +173,13 @@ fn az(config: &std::path::Path, ca: &std::path::Path, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn az_cli_signs_in_with_the_built_in_issuer_and_runs_a_capture() {
-    let dir = std::env::temp_dir().join(format!("capture-az-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let db = TestDb::new().await;
-    let mut opts = ServerOptions::new(&db.url);
-    opts.tls = Some((cert_path.clone(), key_path.clone()));
-    let server = TestServer::start(opts).await;
+    let Https {
+        dir,
+        cert_pem,
+        cert_path,
+        server,
+        _db,
+    } = https_server().await;
     let creds = server.credentials().clone();
     let sub = e2e_tests::new_subscription();
     let vm = e2e_tests::vm_id(&sub, "rg-az", "vm-az");
@@ -170,7 +189,7 @@ async fn az_cli_signs_in_with_the_built_in_issuer_and_runs_a_capture() {
         &["--ca-cert", cert_path.to_str().unwrap()],
     );
     // The agent's registration creates the region's watcher (NetworkWatcherRG/NetworkWatcher_eastus).
-    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let root = reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap();
     let api = Api {
         base: server.url.clone(),
         http: reqwest::Client::builder()
