@@ -168,13 +168,7 @@ pub async fn upload_result(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let (agent_id, capture_id) = path.into_inner();
-    let result: UploadResult = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::invalid(
-            "InvalidRequestContent",
-            "body",
-            format!("Invalid upload result: {e}"),
-        )
-    })?;
+    let result: UploadResult = super::agent_body(&body, "upload result")?;
     let mut conn = state.conn().await?;
     let c = own_capture(&mut conn, agent_id, &bearer, capture_id).await?;
     // Only a pending upload changes; the guard makes replicas and retries agree.
@@ -511,13 +505,7 @@ pub async fn decline_file(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let (agent_id, id) = path.into_inner();
-    let failure: TransferFailure = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::invalid(
-            "InvalidRequestContent",
-            "body",
-            format!("Invalid failure: {e}"),
-        )
-    })?;
+    let failure: TransferFailure = super::agent_body(&body, "failure")?;
     let mut conn = state.conn().await?;
     own_transfer(&mut conn, agent_id, &bearer, id).await?;
     diesel::update(

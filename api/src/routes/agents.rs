@@ -68,13 +68,7 @@ pub async fn register(
     bearer: AgentBearer,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    let req: RegisterRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::invalid(
-            "InvalidRequestContent",
-            "body",
-            format!("Invalid registration: {e}"),
-        )
-    })?;
+    let req: RegisterRequest = super::agent_body(&body, "registration")?;
     let machine = ResourceId::parse(&req.machine_id)
         .filter(is_machine_id)
         .ok_or_else(|| {
@@ -496,13 +490,7 @@ pub async fn report(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let (agent_id, capture_id) = path.into_inner();
-    let report: CaptureReport = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::invalid(
-            "InvalidRequestContent",
-            "body",
-            format!("Invalid report: {e}"),
-        )
-    })?;
+    let report: CaptureReport = super::agent_body(&body, "report")?;
     let mut conn = state.conn().await?;
     conn.transaction::<_, ApiError, _>(async move |conn| {
             let machine = touch(conn, agent_id, &bearer).await?;

@@ -8,7 +8,7 @@ use diesel::sql_types::{Nullable, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{capture_scope, watcher_scope};
+use super::watcher_scope;
 use super::{check_scope, find_watcher, json_body, lro_response, next_link, skiptoken};
 use crate::arm::api_version::NetworkApiVersion;
 use crate::arm::ids::{self, validate_resource_name};
@@ -275,14 +275,13 @@ pub async fn create(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
-    check_scope(&sub, Some(&rg))?;
-    caller
-        .authorize(
-            &state,
-            actions::CAPTURE_WRITE,
-            &capture_scope(&sub, &rg, &nw, &name),
-        )
-        .await?;
+    super::authorize_capture(
+        &caller,
+        &state,
+        actions::CAPTURE_WRITE,
+        (&sub, &rg, &nw, &name),
+    )
+    .await?;
     let principal = caller.id().to_string();
     validate_resource_name(&name, "packet capture")?;
     let valid = validate::capture_body(&json_body(&body)?)?;
@@ -459,14 +458,13 @@ pub async fn get_capture(
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
-    check_scope(&sub, Some(&rg))?;
-    caller
-        .authorize(
-            &state,
-            actions::CAPTURE_READ,
-            &capture_scope(&sub, &rg, &nw, &name),
-        )
-        .await?;
+    super::authorize_capture(
+        &caller,
+        &state,
+        actions::CAPTURE_READ,
+        (&sub, &rg, &nw, &name),
+    )
+    .await?;
     let c = read_capture(&state, &reads, &sub, &rg, &nw, &name).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("ETag", c.etag.clone()))
@@ -557,14 +555,13 @@ pub async fn query_status(
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
-    check_scope(&sub, Some(&rg))?;
-    caller
-        .authorize(
-            &state,
-            actions::CAPTURE_QUERY_STATUS,
-            &capture_scope(&sub, &rg, &nw, &name),
-        )
-        .await?;
+    super::authorize_capture(
+        &caller,
+        &state,
+        actions::CAPTURE_QUERY_STATUS,
+        (&sub, &rg, &nw, &name),
+    )
+    .await?;
     let c = read_capture(&state, &reads, &sub, &rg, &nw, &name).await?;
     Ok(HttpResponse::Ok().json(status_model(&c.row)))
 }
@@ -598,14 +595,13 @@ pub async fn stop(
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
-    check_scope(&sub, Some(&rg))?;
-    caller
-        .authorize(
-            &state,
-            actions::CAPTURE_STOP,
-            &capture_scope(&sub, &rg, &nw, &name),
-        )
-        .await?;
+    super::authorize_capture(
+        &caller,
+        &state,
+        actions::CAPTURE_STOP,
+        (&sub, &rg, &nw, &name),
+    )
+    .await?;
     let principal = caller.id().to_string();
     let mut conn = state.conn().await?;
     let deadline = Utc::now() + state.timing.stop_grace * 2;
@@ -677,14 +673,13 @@ pub async fn delete_capture(
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
-    check_scope(&sub, Some(&rg))?;
-    caller
-        .authorize(
-            &state,
-            actions::CAPTURE_DELETE,
-            &capture_scope(&sub, &rg, &nw, &name),
-        )
-        .await?;
+    super::authorize_capture(
+        &caller,
+        &state,
+        actions::CAPTURE_DELETE,
+        (&sub, &rg, &nw, &name),
+    )
+    .await?;
     let principal = caller.id().to_string();
     let mut conn = state.conn().await?;
     let deadline = Utc::now() + state.timing.stop_grace * 2;

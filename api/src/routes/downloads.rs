@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 use super::agent_files::{notify, transfer_key};
 use super::captures::find_watcher_and_capture;
-use super::{capture_scope, check_scope};
 use crate::arm::api_version::NetworkApiVersion;
 use crate::auth::{Caller, actions};
 use crate::db::models::{CaptureRow, TransferRow};
@@ -84,14 +83,13 @@ pub async fn download(
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
-    check_scope(&sub, Some(&rg))?;
-    caller
-        .authorize(
-            &state,
-            actions::CAPTURE_READ,
-            &capture_scope(&sub, &rg, &nw, &name),
-        )
-        .await?;
+    super::authorize_capture(
+        &caller,
+        &state,
+        actions::CAPTURE_READ,
+        (&sub, &rg, &nw, &name),
+    )
+    .await?;
     let mut conn = state.conn().await?;
     let c = find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?;
     if c.upload_state.as_deref() == Some("Uploaded")
@@ -160,14 +158,13 @@ pub async fn content(
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, nw, name) = path.into_inner();
-    check_scope(&sub, Some(&rg))?;
-    caller
-        .authorize(
-            &state,
-            actions::CAPTURE_READ,
-            &capture_scope(&sub, &rg, &nw, &name),
-        )
-        .await?;
+    super::authorize_capture(
+        &caller,
+        &state,
+        actions::CAPTURE_READ,
+        (&sub, &rg, &nw, &name),
+    )
+    .await?;
     let c = {
         let mut conn = state.conn().await?;
         find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?

@@ -40,6 +40,30 @@ pub fn json_body(body: &web::Bytes) -> ApiResult<serde_json::Value> {
     })
 }
 
+/// Parses an agent protocol body of type `T`; `what` names it in the error.
+pub fn agent_body<T: serde::de::DeserializeOwned>(body: &web::Bytes, what: &str) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(
+            "InvalidRequestContent",
+            "body",
+            format!("Invalid {what}: {e}"),
+        )
+    })
+}
+
+/// Checks the path's scope, then that the caller may do `action` on the capture it names.
+pub async fn authorize_capture(
+    caller: &crate::auth::Caller,
+    state: &crate::state::AppState,
+    action: &str,
+    (sub, rg, nw, name): (&str, &str, &str, &str),
+) -> ApiResult<()> {
+    check_scope(sub, Some(rg))?;
+    caller
+        .authorize(state, action, &capture_scope(sub, rg, nw, name))
+        .await
+}
+
 /// Path of a resource group: `{subscriptionId}/{resourceGroupName}`, validated.
 pub fn check_scope(subscription: &str, resource_group: Option<&str>) -> ApiResult<()> {
     ids::validate_subscription(subscription)?;

@@ -249,19 +249,18 @@ async fn az_cli_signs_in_with_the_built_in_issuer_and_runs_a_capture() {
     ]))
     .unwrap();
     assert_eq!(created["provisioningState"], "Succeeded", "{created}");
-    let status: serde_json::Value = serde_json::from_str(&run(&[
-        "network",
-        "watcher",
-        "packet-capture",
-        "show-status",
-        "-l",
-        "eastus",
-        "-n",
-        "pc-az",
-        "-o",
-        "json",
-    ]))
-    .unwrap();
+    let show_status = || -> serde_json::Value {
+        let args = [
+            "network",
+            "watcher",
+            "packet-capture",
+            "show-status",
+            "-l",
+            "eastus",
+        ];
+        serde_json::from_str(&run(&[&args[..], &["-n", "pc-az", "-o", "json"]].concat())).unwrap()
+    };
+    let status = show_status();
     assert_eq!(status["packetCaptureStatus"], "Running", "{status}");
     run(&[
         "network",
@@ -273,19 +272,7 @@ async fn az_cli_signs_in_with_the_built_in_issuer_and_runs_a_capture() {
         "-n",
         "pc-az",
     ]);
-    let status: serde_json::Value = serde_json::from_str(&run(&[
-        "network",
-        "watcher",
-        "packet-capture",
-        "show-status",
-        "-l",
-        "eastus",
-        "-n",
-        "pc-az",
-        "-o",
-        "json",
-    ]))
-    .unwrap();
+    let status = show_status();
     assert_eq!(status["packetCaptureStatus"], "Stopped", "{status}");
     assert_eq!(status["stopReason"], "StoppedByUser", "{status}");
     run(&[
