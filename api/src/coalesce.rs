@@ -33,9 +33,8 @@ impl<V> Default for Coalescer<V> {
 
 /// A clonable copy of an error, for every reader of a failed query.
 fn share(e: &ApiError) -> ApiError {
-    let (status, code, message, target) = e.arm_parts();
+    let (_, code, message, target) = e.arm_parts();
     ApiError::Arm {
-        status,
         code,
         message,
         target,
@@ -65,11 +64,7 @@ impl<V: Send + Sync + 'static> Coalescer<V> {
         }
         match rx.await {
             Ok(result) => result,
-            Err(_) => Err(ApiError::new(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                "The read was abandoned.",
-            )),
+            Err(_) => Err(ApiError::internal("a coalesced read was abandoned")),
         }
     }
 

@@ -363,9 +363,39 @@ impl IssuerArgs {
     }
 }
 
+/// Audiences accepted by default: the resource ids of Azure Resource Manager.
+pub const DEFAULT_AUDIENCES: [&str; 4] = [
+    "https://management.azure.com",
+    "https://management.azure.com/",
+    "https://management.core.windows.net",
+    "https://management.core.windows.net/",
+];
+
+/// The authentication settings of a server (used by the `auth` module).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Off only with `--auth-disabled` (local development).
+    pub enabled: bool,
+    pub tenant: String,
+    /// `iss` of the built-in issuer's tokens.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    /// Lifetime of tokens the built-in issuer hands out.
+    pub token_ttl: Duration,
+    pub oidc_issuers: Vec<String>,
+    /// A JWKS file and the issuer whose keys it holds.
+    pub jwks_file: Option<(PathBuf, String)>,
+    /// Development only: an HS256 secret and the issuer it stands for.
+    pub dev_hs256: Option<(Vec<u8>, String)>,
+    /// Requests per second and burst per principal; 0 = unlimited.
+    pub rate_per_second: f64,
+    pub rate_burst: f64,
+    pub agent_credential_ttl: Duration,
+}
+
 impl ServeArgs {
     /// The authentication settings.
-    pub fn auth_config(&self) -> Result<crate::auth::AuthConfig, crate::error::StartupError> {
+    pub fn auth_config(&self) -> Result<AuthConfig, crate::error::StartupError> {
         let dev_hs256 = match (&self.dev_hs256_secret_file, &self.dev_hs256_issuer) {
             (Some(f), Some(i)) => {
                 let secret = std::fs::read(f)
@@ -382,11 +412,11 @@ impl ServeArgs {
             _ => None,
         };
         let audiences = if self.audiences.is_empty() {
-            crate::auth::DEFAULT_AUDIENCES.map(String::from).to_vec()
+            DEFAULT_AUDIENCES.map(String::from).to_vec()
         } else {
             self.audiences.clone()
         };
-        Ok(crate::auth::AuthConfig {
+        Ok(AuthConfig {
             enabled: !self.auth_disabled,
             tenant: self.issuer.tenant_id.clone(),
             issuer: self.issuer.issuer(),

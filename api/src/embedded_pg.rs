@@ -28,6 +28,25 @@ impl EmbeddedPostgres {
     /// Initialises the cluster on first use, then starts it (or reuses one left running by a
     /// server process that was killed).
     pub async fn start(data_dir: &Path) -> Result<Self, StartupError> {
+        let pg = Self::prepare(data_dir)?;
+        if !pg.pgdata.join("PG_VERSION").exists() {
+            pg.initdb().await?;
+        }
+        if pg.is_running().await {
+            tracing::info!("reusing the embedded PostgreSQL cluster that is already running");
+            return Ok(pg);
+        }
+        pg.launch().await?;
+        tracing::info!(socket = %pg.socket_dir.display(), "embedded PostgreSQL started");
+        Ok(EmbeddedPostgres {
+            started_here: true,
+            ..pg
+        })
+    }
+
+    /// The cluster's folder in `data_dir`, created and given to the user PostgreSQL runs as
+    /// (`postgres` when we are root); nothing is started yet.
+    fn prepare(data_dir: &Path) -> Result<Self, StartupError> {
         let bin_dir = find_bin_dir()?;
         let root = absolute(&data_dir.join("postgres"))?;
         std::fs::create_dir_all(&root)
@@ -41,47 +60,53 @@ impl EmbeddedPostgres {
             allow_traversal(data_dir)?;
         }
         restrict(&root, run_as)?;
-        let pg = EmbeddedPostgres {
+        Ok(EmbeddedPostgres {
             bin_dir,
             pgdata: root.join("data"),
-            socket_dir: root.clone(),
+            socket_dir: root,
             run_as,
             started_here: false,
-        };
-        if !pg.pgdata.join("PG_VERSION").exists() {
-            tracing::info!(pgdata = %pg.pgdata.display(), "initialising the embedded PostgreSQL cluster");
-            pg.run(
-                "initdb",
-                &[
-                    "-D".as_ref(),
-                    pg.pgdata.as_os_str(),
-                    "-A".as_ref(),
-                    "trust".as_ref(),
-                    "-U".as_ref(),
-                    "postgres".as_ref(),
-                    "-E".as_ref(),
-                    "UTF8".as_ref(),
-                ],
-            )
-            .await?;
-        }
-        if pg
-            .run(
-                "pg_ctl",
-                &["status".as_ref(), "-D".as_ref(), pg.pgdata.as_os_str()],
-            )
-            .await
-            .is_ok()
-        {
-            tracing::info!("reusing the embedded PostgreSQL cluster that is already running");
-            return Ok(pg);
-        }
+        })
+    }
+
+    /// Creates the cluster (trusting local connections: only its owner can reach the socket).
+    async fn initdb(&self) -> Result<(), StartupError> {
+        tracing::info!(pgdata = %self.pgdata.display(), "initialising the embedded PostgreSQL cluster");
+        self.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                self.pgdata.as_os_str(),
+                "-A".as_ref(),
+                "trust".as_ref(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+            ],
+        )
+        .await
+    }
+
+    /// Whether the cluster is running already.
+    async fn is_running(&self) -> bool {
+        self.run(
+            "pg_ctl",
+            &["status".as_ref(), "-D".as_ref(), self.pgdata.as_os_str()],
+        )
+        .await
+        .is_ok()
+    }
+
+    /// Starts the cluster on its Unix socket only, logging to `postgres.log`, and waits until
+    /// it accepts connections.
+    async fn launch(&self) -> Result<(), StartupError> {
         let opts = format!(
             "-k '{}' -p {PORT} -c listen_addresses=''",
-            pg.socket_dir.display()
+            self.socket_dir.display()
         );
-        let log = root.join("postgres.log");
-        pg.run(
+        let log = self.socket_dir.join("postgres.log");
+        self.run(
             "pg_ctl",
             &[
                 "start".as_ref(),
@@ -89,19 +114,14 @@ impl EmbeddedPostgres {
                 "-t".as_ref(),
                 "60".as_ref(),
                 "-D".as_ref(),
-                pg.pgdata.as_os_str(),
+                self.pgdata.as_os_str(),
                 "-l".as_ref(),
                 log.as_os_str(),
                 "-o".as_ref(),
                 opts.as_ref(),
             ],
         )
-        .await?;
-        tracing::info!(socket = %pg.socket_dir.display(), "embedded PostgreSQL started");
-        Ok(EmbeddedPostgres {
-            started_here: true,
-            ..pg
-        })
+        .await
     }
 
     /// Connection string (Unix socket; no TCP port is opened).

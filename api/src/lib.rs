@@ -2,7 +2,8 @@
 //!
 //! Read top to bottom: [`config`] (command line), [`server`] (routes and start-up),
 //! [`routes`] (HTTP handlers per resource), [`arm`] (ARM ids, versions, models, validation),
-//! [`db`] (schema, rows, pool, migrations), [`sweeper`] (time-driven transitions),
+//! [`db`] (schema, rows and their queries, states, pool, migrations), [`lifecycle`] (every
+//! transition of a capture and its operations, and the sweeper),
 //! [`notify`] (LISTEN/NOTIFY wake-ups of agents' long polls), [`embedded_pg`] (the default
 //! local database), [`error`] (the one mapping of errors to ARM responses).
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod embedded_pg;
 pub mod error;
+pub mod lifecycle;
 pub mod metrics;
 pub mod middleware;
 pub mod notify;
@@ -22,4 +24,3 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod storage;
-pub mod sweeper;

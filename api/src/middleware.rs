@@ -3,14 +3,18 @@
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{StatusCode, Uri};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpResponse, web};
 use tracing::Instrument;
 
-use crate::error::{CloudError, CloudErrorBody};
+use crate::error::{CloudError, CloudErrorBody, ErrorCode};
+use crate::metrics::Metrics;
 use crate::state::AppState;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 const REQUEST_ID: &str = "x-ms-request-id";
 const CLIENT_REQUEST_ID: &str = "x-ms-client-request-id";
@@ -67,16 +71,18 @@ fn header(req: &ServiceRequest, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn error_code(status: StatusCode) -> &'static str {
+/// The code of an error response produced outside the handlers; the response keeps its own
+/// status (e.g. a 411 from actix answers `BadRequest`, a 502 `InternalServerError`).
+fn error_code(status: StatusCode) -> ErrorCode {
     match status {
-        StatusCode::BAD_REQUEST => "InvalidRequestContent",
-        StatusCode::NOT_FOUND => "NotFound",
-        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
-        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
-        s if s.is_server_error() => "InternalServerError",
-        _ => "BadRequest",
+        StatusCode::BAD_REQUEST => ErrorCode::InvalidRequestContent,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::RequestEntityTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailable,
+        s if s.is_server_error() => ErrorCode::InternalServerError,
+        _ => ErrorCode::BadRequest,
     }
 }
 
@@ -84,7 +90,7 @@ fn error_message(status: StatusCode, original: &str) -> String {
     match status {
         StatusCode::PAYLOAD_TOO_LARGE => format!(
             "The request body is larger than the {} MB limit.",
-            crate::routes::MAX_BODY_BYTES / (1024 * 1024)
+            MAX_BODY_BYTES / (1024 * 1024)
         ),
         StatusCode::NOT_FOUND if original.is_empty() => {
             "No resource or operation matches this path and method.".to_string()
@@ -98,6 +104,40 @@ pub async fn arm_envelope(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
+    canonicalize(&mut req);
+    let ids = RequestIds::of(&req);
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let span = request_span(&req, &ids);
+    let started = std::time::Instant::now();
+    let res = next
+        .call(req)
+        .instrument(span.clone())
+        .await?
+        .map_into_boxed_body();
+    let status = res.status();
+    let mut res = if is_foreign_error(status, res.headers()) {
+        arm_error(res)
+    } else {
+        res
+    };
+    ids.set_headers(res.headers_mut());
+    span.record("status", status.as_u16());
+    let _enter = span.enter();
+    tracing::info!(
+        status = status.as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request done"
+    );
+    if let Some(m) = metrics {
+        count(&m, status);
+    }
+    Ok(res)
+}
+
+/// Rewrites the request's path to the casing of our routes (see [`canonical_path`]).
+fn canonicalize(req: &mut ServiceRequest) {
     if let Some(path) = canonical_path(req.path()) {
         let pq = match req.uri().query() {
             Some(q) => format!("{path}?{q}"),
@@ -108,89 +148,125 @@ pub async fn arm_envelope(
             req.head_mut().uri = uri;
         }
     }
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let client_request_id = header(&req, CLIENT_REQUEST_ID);
-    let correlation_id = header(&req, CORRELATION_ID).unwrap_or_else(|| request_id.clone());
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
-    let span = tracing::info_span!(
+}
+
+/// The ids a request is known by: ours (new for each request), the client's, and the
+/// correlation id (the client's, else ours).
+struct RequestIds {
+    request_id: String,
+    client_request_id: Option<String>,
+    correlation_id: String,
+}
+
+impl RequestIds {
+    fn of(req: &ServiceRequest) -> RequestIds {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let client_request_id = header(req, CLIENT_REQUEST_ID);
+        let correlation_id = header(req, CORRELATION_ID).unwrap_or_else(|| request_id.clone());
+        RequestIds {
+            request_id,
+            client_request_id,
+            correlation_id,
+        }
+    }
+
+    /// Echoes the ids in the response headers.
+    fn set_headers(&self, headers: &mut HeaderMap) {
+        let mut set = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(HeaderName::from_static(name), v);
+            }
+        };
+        set(REQUEST_ID, &self.request_id);
+        set(CORRELATION_ID, &self.correlation_id);
+        if let Some(id) = &self.client_request_id {
+            set(CLIENT_REQUEST_ID, id);
+        }
+    }
+}
+
+/// The tracing span of one request; its `status` is recorded when the response is known.
+fn request_span(req: &ServiceRequest, ids: &RequestIds) -> tracing::Span {
+    tracing::info_span!(
         "request",
         method = %req.method(),
         path = %req.path(),
-        request_id = %request_id,
-        client_request_id = client_request_id.as_deref().unwrap_or(""),
-        correlation_id = %correlation_id,
+        request_id = %ids.request_id,
+        client_request_id = ids.client_request_id.as_deref().unwrap_or(""),
+        correlation_id = %ids.correlation_id,
         status = tracing::field::Empty,
-    );
-    let started = std::time::Instant::now();
-    let res = next
-        .call(req)
-        .instrument(span.clone())
-        .await?
-        .map_into_boxed_body();
-    let status = res.status();
-    let is_json = res
-        .headers()
+    )
+}
+
+/// An error response that is not JSON: produced outside our handlers (routing, extractors,
+/// payload limits).
+fn is_foreign_error(status: StatusCode, headers: &HeaderMap) -> bool {
+    let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let mut res = if (status.is_client_error() || status.is_server_error()) && !is_json {
-        // An error produced outside our handlers (routing, extractors, payload limits).
-        let (http_req, original) = res.into_parts();
-        let original = original
-            .into_body()
-            .try_into_bytes()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let body = CloudError {
-            error: CloudErrorBody {
-                code: error_code(status).to_string(),
-                message: error_message(status, original.trim()),
-                target: None,
-                details: vec![],
-            },
-        };
-        let mut builder = HttpResponse::build(status);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            builder.insert_header(("Retry-After", "5"));
-        }
-        ServiceResponse::new(http_req, builder.json(body))
-    } else {
-        res
+    (status.is_client_error() || status.is_server_error()) && !is_json
+}
+
+/// A foreign error response re-shaped as an ARM error body, keeping its status and message.
+fn arm_error(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    let (http_req, original) = res.into_parts();
+    let original = original
+        .into_body()
+        .try_into_bytes()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    ServiceResponse::new(http_req, cloud_error_response(status, original.trim()))
+}
+
+/// The ARM error response of `status` for an error whose own message is `original`.
+fn cloud_error_response(status: StatusCode, original: &str) -> HttpResponse {
+    let body = CloudError {
+        error: CloudErrorBody {
+            code: error_code(status).as_str().to_string(),
+            message: error_message(status, original),
+            target: None,
+            details: vec![],
+        },
     };
-    let headers = res.headers_mut();
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
-    };
-    set(REQUEST_ID, &request_id);
-    set(CORRELATION_ID, &correlation_id);
-    if let Some(id) = &client_request_id {
-        set(CLIENT_REQUEST_ID, id);
+    let mut builder = HttpResponse::build(status);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        builder.insert_header(("Retry-After", "5"));
     }
-    span.record("status", status.as_u16());
-    let _enter = span.enter();
-    tracing::info!(
-        status = status.as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "request done"
-    );
-    if let Some(m) = metrics {
-        m.requests.inc();
-        if status.is_client_error() {
-            m.responses_4xx.inc();
-        } else if status.is_server_error() {
-            m.responses_5xx.inc();
-        }
+    builder.json(body)
+}
+
+/// Counts a request, and its response when it is an error.
+fn count(metrics: &Metrics, status: StatusCode) {
+    metrics.requests.inc();
+    if status.is_client_error() {
+        metrics.responses_4xx.inc();
+    } else if status.is_server_error() {
+        metrics.responses_5xx.inc();
     }
-    Ok(res)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::canonical_path;
+    use actix_web::http::StatusCode;
+    use actix_web::http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+
+    use super::{canonical_path, is_foreign_error};
+
+    #[test]
+    fn only_non_json_errors_are_foreign() {
+        let mut json = HeaderMap::new();
+        json.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        let text = HeaderMap::new();
+        assert!(is_foreign_error(StatusCode::NOT_FOUND, &text));
+        assert!(is_foreign_error(StatusCode::BAD_GATEWAY, &text));
+        assert!(!is_foreign_error(StatusCode::NOT_FOUND, &json));
+        assert!(!is_foreign_error(StatusCode::OK, &text));
+    }
 
     #[test]
     fn canonicalizes_literals_only() {

@@ -32,7 +32,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let (_, api) = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
-        .configure(crate::server::routes)
+        .configure(crate::routes::configure)
         .split_for_parts();
     api
 }

@@ -1,64 +1,24 @@
 //! Builds and runs the HTTP server.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
-use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, Timing};
+use crate::db::DbPool;
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::error::StartupError;
 use crate::metrics::Metrics;
 use crate::notify::Hub;
 use crate::openapi::ApiDoc;
-use crate::routes::{
-    self, agent_files, agents, captures, downloads, identity, misc, operations, watchers,
-};
 use crate::state::{AppState, CaptureReads};
-
-/// Every route, registered once for both the server and the OpenAPI document.
-pub fn routes(cfg: &mut ServiceConfig) {
-    // Matched in order: the hot paths (reads, monitors, agents' polls) come first.
-    cfg.service(captures::get_capture)
-        .service(captures::create)
-        .service(captures::delete_capture)
-        .service(captures::query_status)
-        .service(captures::stop)
-        .service(captures::list)
-        .service(operations::operation_status)
-        .service(operations::operation_result)
-        .service(agents::poll)
-        .service(agents::report)
-        .service(agents::register)
-        .service(agents::rotate_credential)
-        .service(agent_files::upload_sas)
-        .service(agent_files::upload_result)
-        .service(agent_files::send_file)
-        .service(agent_files::decline_file)
-        .service(downloads::download)
-        .service(downloads::content)
-        .service(watchers::get_watcher)
-        .service(watchers::create_or_update)
-        .service(watchers::update_tags)
-        .service(watchers::delete_watcher)
-        .service(watchers::list_in_group)
-        .service(watchers::list_in_subscription)
-        .service(misc::get_vm)
-        .service(misc::list_subscriptions)
-        .service(identity::discovery)
-        .service(identity::jwks)
-        .service(identity::instance_discovery)
-        .service(identity::cloud_metadata)
-        .service(identity::token)
-        .service(misc::healthz)
-        .service(misc::readyz)
-        .service(misc::metrics);
-}
 
 fn tls_config(
     cert: &std::path::Path,
@@ -90,7 +50,6 @@ fn tls_config(
     .map_err(|e| StartupError(format!("TLS certificate and key do not fit: {e}")))
 }
 
-/// Runs `capture-api serve` until SIGTERM or SIGINT.
 /// The demo subscription of the embedded default's first start.
 pub const DEMO_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000001";
 
@@ -128,6 +87,7 @@ async fn first_start_principal(state: &AppState, args: &ServeArgs) {
     }
 }
 
+/// Runs `capture-api serve` until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     let embedded = match args.database.external_url() {
         Some(_) => None,
@@ -144,23 +104,56 @@ async fn serve_with(
     args: &ServeArgs,
     embedded: Option<&EmbeddedPostgres>,
 ) -> Result<(), StartupError> {
-    let database_url = match (args.database.external_url(), embedded) {
-        (Some(url), _) => url,
-        (None, Some(pg)) => pg.database_url(),
-        (None, None) => return Err(StartupError("no database".to_string())),
-    };
+    let database_url = database_url(args, embedded)?;
     migrate_with_retry(&database_url).await?;
     let pool = crate::db::pool(&database_url, args.db_pool_size)?;
     let hub = Arc::new(Hub::default());
     tokio::spawn(hub.clone().listen(database_url.clone()));
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let timing = args.timing();
-    let sweeper = tokio::spawn(crate::sweeper::run(
+    let sweeper = tokio::spawn(crate::lifecycle::sweeper::run(
         pool.clone(),
         timing.clone(),
         shutdown_rx,
     ));
+    let state = app_state(args, pool, hub, timing)?;
+    let (listener, local) = bind(args.listen)?;
+    let (running, scheme) = run_server(args, &state, listener)?;
+    if embedded.is_some() && state.auth.config.enabled {
+        first_start_principal(&state, args).await;
+    }
+    // Scripts and tests wait for this line.
+    println!("capture-api listening on {scheme}://{local}");
+    tracing::info!(url = %format!("{scheme}://{local}"), "listening");
+    let result = running
+        .await
+        .map_err(|e| StartupError(format!("server error: {e}")));
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = sweeper.await;
+    result
+}
 
+/// The external database (`--database-url`), else the embedded one.
+fn database_url(
+    args: &ServeArgs,
+    embedded: Option<&EmbeddedPostgres>,
+) -> Result<String, StartupError> {
+    match (args.database.external_url(), embedded) {
+        (Some(url), _) => Ok(url),
+        (None, Some(pg)) => Ok(pg.database_url()),
+        (None, None) => Err(StartupError("no database".to_string())),
+    }
+}
+
+/// What the handlers share: the pool and notifications, the secrets key, authentication and
+/// the storage accounts.
+fn app_state(
+    args: &ServeArgs,
+    pool: DbPool,
+    hub: Arc<Hub>,
+    timing: Timing,
+) -> Result<web::Data<AppState>, StartupError> {
     let secrets = Arc::new(crate::storage::secrets::SecretsKey::load_or_create(
         &args.database.secrets_key_path(),
     )?);
@@ -170,19 +163,8 @@ async fn serve_with(
             "authentication is DISABLED (--auth-disabled): anyone who can reach the server may do anything"
         );
     }
-    // Role assignment changes (from any process) drop the cached assignments at once.
-    {
-        let mut sub = hub.subscribe(crate::auth::rbac::RBAC_KEY);
-        let auth = auth.clone();
-        tokio::spawn(async move {
-            loop {
-                if sub.changed(std::time::Duration::from_secs(3600)).await {
-                    auth.rbac.invalidate();
-                }
-            }
-        });
-    }
-    let state = web::Data::new(AppState {
+    invalidate_rbac_on_change(&hub, auth.clone());
+    Ok(web::Data::new(AppState {
         pool,
         hub,
         timing,
@@ -190,35 +172,47 @@ async fn serve_with(
         page_size: args.page_size.max(1),
         default_location: args.location.clone(),
         metrics: Arc::new(Metrics::default()),
-        auth: auth.clone(),
+        auth,
         secrets: secrets.clone(),
         storage: crate::storage::accounts::Registry::new(
-            secrets.clone(),
+            secrets,
             std::time::Duration::from_secs(args.upload_sas_seconds.max(1)),
             std::time::Duration::from_secs(args.download_sas_seconds.max(1)),
         ),
+    }))
+}
+
+/// Role assignment changes (from any process) drop the cached assignments at once.
+fn invalidate_rbac_on_change(hub: &Arc<Hub>, auth: Arc<crate::auth::Auth>) {
+    let mut sub = hub.subscribe(crate::auth::rbac::RBAC_KEY);
+    tokio::spawn(async move {
+        loop {
+            if sub.changed(std::time::Duration::from_secs(3600)).await {
+                auth.rbac.invalidate();
+            }
+        }
     });
-    let listener = TcpListener::bind(args.listen)
-        .map_err(|e| StartupError(format!("cannot listen on {}: {e}", args.listen)))?;
+}
+
+/// The listening socket and the address it got (`--listen` may ask for port 0).
+fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| StartupError(format!("cannot listen on {addr}: {e}")))?;
     let local = listener
         .local_addr()
         .map_err(|e| StartupError(format!("cannot read the listening address: {e}")))?;
+    Ok((listener, local))
+}
+
+/// Starts serving on `listener`, over HTTPS when `--tls-cert` and `--tls-key` are given; the
+/// running server and its scheme.
+fn run_server(
+    args: &ServeArgs,
+    state: &web::Data<AppState>,
+    listener: TcpListener,
+) -> Result<(Server, &'static str), StartupError> {
     let app_state = state.clone();
-    let mut server = HttpServer::new(move || {
-        let (app, api) = App::new()
-            .into_utoipa_app()
-            .openapi(ApiDoc::openapi())
-            .configure(routes)
-            .split_for_parts();
-        app.app_data(app_state.clone())
-            // One per worker thread: coalesced readers wake each other without crossing threads.
-            .app_data(web::Data::new(CaptureReads::default()))
-            .app_data(web::PayloadConfig::new(routes::MAX_BODY_BYTES))
-            .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
-            .wrap(from_fn(crate::auth::authenticate))
-            .wrap(from_fn(crate::middleware::arm_envelope))
-    })
-    .shutdown_timeout(10);
+    let mut server = HttpServer::new(move || app(app_state.clone())).shutdown_timeout(10);
     if let Some(workers) = args.workers {
         server = server.workers(workers.max(1));
     }
@@ -236,20 +230,37 @@ async fn serve_with(
             "http"
         }
     };
-    let running = server.run();
-    // Scripts and tests wait for this line.
-    if embedded.is_some() && state.auth.config.enabled {
-        first_start_principal(&state, args).await;
-    }
-    println!("capture-api listening on {scheme}://{local}");
-    tracing::info!(url = %format!("{scheme}://{local}"), "listening");
-    let result = running
-        .await
-        .map_err(|e| StartupError(format!("server error: {e}")));
-    tracing::info!("shutting down");
-    let _ = shutdown_tx.send(true);
-    let _ = sweeper.await;
-    result
+    Ok((server.run(), scheme))
+}
+
+/// One worker's application: every route, the OpenAPI document and Swagger UI, and the
+/// middleware.
+fn app(
+    app_state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let (app, api) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(crate::routes::configure)
+        .split_for_parts();
+    app.app_data(app_state.clone())
+        // What the authentication middleware and extractors read.
+        .app_data(web::Data::from(app_state.auth.clone()))
+        .app_data(web::Data::from(app_state.metrics.clone()))
+        // One per worker thread: coalesced readers wake each other without crossing threads.
+        .app_data(web::Data::new(CaptureReads::default()))
+        .app_data(web::PayloadConfig::new(crate::middleware::MAX_BODY_BYTES))
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+        .wrap(from_fn(crate::auth::authenticate))
+        .wrap(from_fn(crate::middleware::arm_envelope))
 }
 
 async fn migrate_with_retry(database_url: &str) -> Result<(), StartupError> {

@@ -1,11 +1,11 @@
-//! A scripted agent: the real `agent-client` protocol client, driven by the tests instead of
+//! A scripted agent: the real `agent-protocol` client, driven by the tests instead of
 //! by libpcap.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_client::{
+use agent_protocol::{
     AgentClient, Assignments, CaptureCounters, CaptureReport, DesiredState, RegisterRequest,
     StopReason,
 };

@@ -1,6 +1,6 @@
 //! Test harness: a throwaway PostgreSQL cluster per test process (per-test databases cloned from
 //! a migrated template), the real `capture-api` binary on a random port, HTTP helpers, and a
-//! scripted agent built on the `agent-client` library.
+//! scripted agent built on the `agent-protocol` library.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agent;

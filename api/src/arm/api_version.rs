@@ -4,7 +4,7 @@ use std::future::{Ready, ready};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Microsoft.Network api-versions accepted: every stable version from 2022-01-01 to 2026-03-01
 /// (the packetCaptures shape is the same across them).
@@ -45,8 +45,8 @@ fn query_api_version(req: &HttpRequest) -> Option<String> {
 }
 
 fn missing() -> ApiError {
-    ApiError::bad_request(
-        "MissingApiVersionParameter",
+    ApiError::new(
+        ErrorCode::MissingApiVersionParameter,
         "The api-version query parameter (?api-version=) is required for all requests.",
     )
 }
@@ -63,8 +63,8 @@ impl FromRequest for NetworkApiVersion {
         ready(match query_api_version(req) {
             None => Err(missing()),
             Some(v) if NETWORK_API_VERSIONS.contains(&v.as_str()) => Ok(NetworkApiVersion(v)),
-            Some(v) => Err(ApiError::bad_request(
-                "InvalidApiVersionParameter",
+            Some(v) => Err(ApiError::new(
+                ErrorCode::InvalidApiVersionParameter,
                 format!(
                     "The api-version '{v}' is invalid. The supported versions are '{}'.",
                     NETWORK_API_VERSIONS.join(",")
@@ -87,8 +87,8 @@ impl FromRequest for AnyApiVersion {
         ready(match query_api_version(req) {
             None => Err(missing()),
             Some(v) if well_formed(&v) => Ok(AnyApiVersion(v)),
-            Some(v) => Err(ApiError::bad_request(
-                "InvalidApiVersionParameter",
+            Some(v) => Err(ApiError::new(
+                ErrorCode::InvalidApiVersionParameter,
                 format!("The api-version '{v}' is invalid: expected the form YYYY-MM-DD."),
             )),
         })

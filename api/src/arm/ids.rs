@@ -1,6 +1,6 @@
 //! ARM resource ids and names: parsing, validation and case-insensitive keys.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// ARM identity is case-insensitive: every lookup key is the lower-cased form.
 pub fn key(s: &str) -> String {
@@ -72,8 +72,8 @@ pub fn validate_subscription(sub: &str) -> Result<(), ApiError> {
     if uuid::Uuid::parse_str(sub).is_ok() && sub.len() == 36 {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "InvalidSubscriptionId",
+        Err(ApiError::new(
+            ErrorCode::InvalidSubscriptionId,
             format!("The provided subscription identifier '{sub}' is malformed or invalid."),
         ))
     }
@@ -90,8 +90,8 @@ pub fn validate_resource_group(rg: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "InvalidResourceGroupName",
+        Err(ApiError::new(
+            ErrorCode::InvalidResourceGroupName,
             format!(
                 "Resource group name '{rg}' is invalid: it must be 1-90 letters, digits, underscores, hyphens, periods or parentheses, and must not end in a period."
             ),
@@ -115,8 +115,8 @@ pub fn validate_resource_name(name: &str, what: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "InvalidResourceName",
+        Err(ApiError::new(
+            ErrorCode::InvalidResourceName,
             format!(
                 "Resource name '{name}' of the {what} is invalid. The name can be up to 80 characters long. It must begin with a word character, and it must end with a word character or with '_'. The name may contain word characters or '.', '-', '_'."
             ),

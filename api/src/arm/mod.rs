@@ -3,4 +3,5 @@
 pub mod api_version;
 pub mod ids;
 pub mod models;
+pub mod put;
 pub mod validate;

@@ -68,7 +68,7 @@ pub struct PacketCapture {
 }
 
 /// Parameters of a packet capture. In responses every default is filled in.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PacketCaptureParameters {
     /// Resource id of the target VM (or VM scale set).
@@ -109,7 +109,7 @@ pub struct PacketCaptureMachineScope {
     pub exclude: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PacketCaptureStorageLocation {
     /// Resource id of the storage account.

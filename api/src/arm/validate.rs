@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+use agent_protocol::filter::{self, Field, FilterValue, Kind, ValueError};
 use serde_json::{Map, Value};
 
 use super::ids::ResourceId;
@@ -12,7 +13,7 @@ use super::models::{
     PacketCaptureFilter, PacketCaptureMachineScope, PacketCaptureParameters, PacketCaptureSettings,
     PacketCaptureStorageLocation,
 };
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 pub const DEFAULT_TOTAL_BYTES: u64 = 1_073_741_824;
 pub const DEFAULT_TIME_LIMIT: u32 = 18_000;
@@ -23,11 +24,11 @@ pub const CAPTURE_FOLDER: &str = "/var/captures";
 type Result<T> = std::result::Result<T, ApiError>;
 
 fn format_error(target: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid("InvalidRequestFormat", target, message)
+    ApiError::invalid(ErrorCode::InvalidRequestFormat, target, message)
 }
 
 fn invalid(target: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid("InvalidParameter", target, message)
+    ApiError::invalid(ErrorCode::InvalidParameter, target, message)
 }
 
 /// Case-insensitive property lookup; `null` counts as absent.
@@ -103,33 +104,78 @@ pub fn capture_body(body: &Value) -> Result<ValidCapture> {
         )
     })?;
     let props = object(props_v, "properties")?;
-
-    let target_type = match string(props, "targetType", "properties.targetType")? {
-        None => "AzureVM".to_string(),
-        Some(t) if t.eq_ignore_ascii_case("AzureVM") => "AzureVM".to_string(),
-        Some(t) if t.eq_ignore_ascii_case("AzureVMSS") => "AzureVMSS".to_string(),
-        Some(t) => {
-            return Err(invalid(
-                "properties.targetType",
-                format!("Unknown targetType '{t}'. Supported values: 'AzureVM', 'AzureVMSS'."),
+    let target_type = target_type(props)?;
+    let (target_s, target) = target(props, &target_type)?;
+    let scope = scope(props, &target_type, &target_s)?;
+    let limits = limits(props)?;
+    let continuous = match field(props, "continuousCapture") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(format_error(
+                "properties.continuousCapture",
+                "'properties.continuousCapture' must be true, false or null.",
             ));
         }
     };
+    let storage_location = storage_location(props, continuous)?;
+    let filters = filters(props)?;
+    let capture_settings = capture_settings(props)?;
+    let machine_key = crate::arm::ids::key(&target_s);
+    Ok(ValidCapture {
+        parameters: PacketCaptureParameters {
+            target: target_s,
+            scope,
+            target_type: Some(target_type),
+            bytes_to_capture_per_packet: Some(limits.bytes_per_packet),
+            total_bytes_per_session: Some(limits.total_bytes),
+            time_limit_in_seconds: Some(limits.time_limit),
+            storage_location,
+            filters: Some(filters),
+            continuous_capture: continuous,
+            capture_settings,
+        },
+        machine_key,
+        target,
+        time_limit_seconds: if limits.time_limit == 0 {
+            DEFAULT_TIME_LIMIT
+        } else {
+            limits.time_limit
+        },
+    })
+}
+
+/// `targetType`, normalised: `AzureVM` (the default) or `AzureVMSS`.
+fn target_type(props: &Map<String, Value>) -> Result<String> {
+    match string(props, "targetType", "properties.targetType")? {
+        None => Ok("AzureVM".to_string()),
+        Some(t) if t.eq_ignore_ascii_case("AzureVM") => Ok("AzureVM".to_string()),
+        Some(t) if t.eq_ignore_ascii_case("AzureVMSS") => Ok("AzureVMSS".to_string()),
+        Some(t) => Err(invalid(
+            "properties.targetType",
+            format!("Unknown targetType '{t}'. Supported values: 'AzureVM', 'AzureVMSS'."),
+        )),
+    }
+}
+
+/// `target`: the id of a VM (or a scale set for `AzureVMSS`), as given and parsed.
+fn target(props: &Map<String, Value>, target_type: &str) -> Result<(String, ResourceId)> {
     let target_s = string(props, "target", "properties.target")?.ok_or_else(|| {
         invalid(
             "properties.target",
             "'properties.target' is required: the resource id of the target virtual machine.",
         )
     })?;
+    let vm = target_type == "AzureVM";
     let target = ResourceId::parse(&target_s).filter(|id| {
-        if target_type == "AzureVM" {
+        if vm {
             id.is_type("Microsoft.Compute", &["virtualMachines"])
         } else {
             id.is_type("Microsoft.Compute", &["virtualMachineScaleSets"])
         }
     });
     let Some(target) = target else {
-        let form = if target_type == "AzureVM" {
+        let form = if vm {
             "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Compute/virtualMachines/{vmName}"
         } else {
             "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmssName}"
@@ -141,28 +187,43 @@ pub fn capture_body(body: &Value) -> Result<ValidCapture> {
             ),
         ));
     };
+    Ok((target_s, target))
+}
 
-    let scope = match field(props, "scope") {
-        None if target_type == "AzureVMSS" => Some(PacketCaptureMachineScope {
+/// `scope`: the instances of a scale set to capture on (all by default); not for a VM.
+fn scope(
+    props: &Map<String, Value>,
+    target_type: &str,
+    target_s: &str,
+) -> Result<Option<PacketCaptureMachineScope>> {
+    match field(props, "scope") {
+        None if target_type == "AzureVMSS" => Ok(Some(PacketCaptureMachineScope {
             include: vec![],
             exclude: vec![],
-        }),
-        None => None,
-        Some(_) if target_type == "AzureVM" => {
-            return Err(invalid(
-                "properties.scope",
-                "'properties.scope' is only valid for targetType 'AzureVMSS'.",
-            ));
-        }
+        })),
+        None => Ok(None),
+        Some(_) if target_type == "AzureVM" => Err(invalid(
+            "properties.scope",
+            "'properties.scope' is only valid for targetType 'AzureVMSS'.",
+        )),
         Some(v) => {
             let o = object(v, "properties.scope")?;
-            Some(PacketCaptureMachineScope {
-                include: instance_list(o, "include", &target_s)?,
-                exclude: instance_list(o, "exclude", &target_s)?,
-            })
+            Ok(Some(PacketCaptureMachineScope {
+                include: instance_list(o, "include", target_s)?,
+                exclude: instance_list(o, "exclude", target_s)?,
+            }))
         }
-    };
+    }
+}
 
+/// The size and time limits of a session, with their defaults.
+struct Limits {
+    bytes_per_packet: u64,
+    total_bytes: u64,
+    time_limit: u32,
+}
+
+fn limits(props: &Map<String, Value>) -> Result<Limits> {
     let bytes_per_packet = integer(
         props,
         "bytesToCapturePerPacket",
@@ -185,91 +246,53 @@ pub fn capture_body(body: &Value) -> Result<ValidCapture> {
     )?
     .map(|t| t as u32)
     .unwrap_or(DEFAULT_TIME_LIMIT);
+    Ok(Limits {
+        bytes_per_packet,
+        total_bytes,
+        time_limit,
+    })
+}
 
-    let continuous = match field(props, "continuousCapture") {
-        None => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(_) => {
-            return Err(format_error(
-                "properties.continuousCapture",
-                "'properties.continuousCapture' must be true, false or null.",
-            ));
-        }
-    };
-
-    let storage_location = storage_location(props, continuous)?;
-    let filters = match field(props, "filters") {
-        None => vec![],
+fn filters(props: &Map<String, Value>) -> Result<Vec<PacketCaptureFilter>> {
+    match field(props, "filters") {
+        None => Ok(vec![]),
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(i, f)| filter(f, &format!("properties.filters[{i}]")))
-            .collect::<Result<Vec<_>>>()?,
-        Some(_) => {
-            return Err(format_error(
-                "properties.filters",
-                "'properties.filters' must be an array of filters.",
-            ));
-        }
-    };
-    let capture_settings = match field(props, "captureSettings") {
-        None => None,
-        Some(v) => {
-            let o = object(v, "properties.captureSettings")?;
-            Some(PacketCaptureSettings {
-                file_count: Some(
-                    integer(
-                        o,
-                        "fileCount",
-                        "properties.captureSettings.fileCount",
-                        10_000,
-                    )?
-                    .unwrap_or(10) as u32,
-                ),
-                file_size_in_bytes: Some(
-                    integer(
-                        o,
-                        "fileSizeInBytes",
-                        "properties.captureSettings.fileSizeInBytes",
-                        MAX_U32,
-                    )?
-                    .unwrap_or(104_857_600),
-                ),
-                session_time_limit_in_seconds: Some(
-                    integer(
-                        o,
-                        "sessionTimeLimitInSeconds",
-                        "properties.captureSettings.sessionTimeLimitInSeconds",
-                        604_800,
-                    )?
-                    .unwrap_or(86_400) as u32,
-                ),
-            })
-        }
-    };
+            .collect(),
+        Some(_) => Err(format_error(
+            "properties.filters",
+            "'properties.filters' must be an array of filters.",
+        )),
+    }
+}
 
-    let machine_key = crate::arm::ids::key(&target_s);
-    Ok(ValidCapture {
-        parameters: PacketCaptureParameters {
-            target: target_s,
-            scope,
-            target_type: Some(target_type),
-            bytes_to_capture_per_packet: Some(bytes_per_packet),
-            total_bytes_per_session: Some(total_bytes),
-            time_limit_in_seconds: Some(time_limit),
-            storage_location,
-            filters: Some(filters),
-            continuous_capture: continuous,
-            capture_settings,
-        },
-        machine_key,
-        target,
-        time_limit_seconds: if time_limit == 0 {
-            DEFAULT_TIME_LIMIT
-        } else {
-            time_limit
-        },
-    })
+/// `captureSettings` (continuous capture's files), with their defaults.
+fn capture_settings(props: &Map<String, Value>) -> Result<Option<PacketCaptureSettings>> {
+    const P: &str = "properties.captureSettings";
+    let Some(v) = field(props, "captureSettings") else {
+        return Ok(None);
+    };
+    let o = object(v, P)?;
+    let file_count = integer(o, "fileCount", &format!("{P}.fileCount"), 10_000)?;
+    let file_size = integer(
+        o,
+        "fileSizeInBytes",
+        &format!("{P}.fileSizeInBytes"),
+        MAX_U32,
+    )?;
+    let session = integer(
+        o,
+        "sessionTimeLimitInSeconds",
+        &format!("{P}.sessionTimeLimitInSeconds"),
+        604_800,
+    )?;
+    Ok(Some(PacketCaptureSettings {
+        file_count: Some(file_count.unwrap_or(10) as u32),
+        file_size_in_bytes: Some(file_size.unwrap_or(104_857_600)),
+        session_time_limit_in_seconds: Some(session.unwrap_or(86_400) as u32),
+    }))
 }
 
 fn instance_list(o: &Map<String, Value>, name: &str, vmss: &str) -> Result<Vec<String>> {
@@ -309,18 +332,8 @@ fn instance_list(o: &Map<String, Value>, name: &str, vmss: &str) -> Result<Vec<S
     }
 }
 
-fn storage_location(
-    props: &Map<String, Value>,
-    continuous: Option<bool>,
-) -> Result<PacketCaptureStorageLocation> {
-    const P: &str = "properties.storageLocation";
-    let v = field(props, "storageLocation").ok_or_else(|| {
-        invalid(
-            P,
-            "'properties.storageLocation' is required: give storageId, filePath or both.",
-        )
-    })?;
-    let o = object(v, P)?;
+/// `storageId`: a storage account resource id, when given.
+fn storage_id(o: &Map<String, Value>) -> Result<Option<String>> {
     let storage_id = string(o, "storageId", "properties.storageLocation.storageId")?;
     if let Some(id) = &storage_id {
         let ok = ResourceId::parse(id)
@@ -334,6 +347,22 @@ fn storage_location(
             ));
         }
     }
+    Ok(storage_id)
+}
+
+fn storage_location(
+    props: &Map<String, Value>,
+    continuous: Option<bool>,
+) -> Result<PacketCaptureStorageLocation> {
+    const P: &str = "properties.storageLocation";
+    let v = field(props, "storageLocation").ok_or_else(|| {
+        invalid(
+            P,
+            "'properties.storageLocation' is required: give storageId, filePath or both.",
+        )
+    })?;
+    let o = object(v, P)?;
+    let storage_id = storage_id(o)?;
     let file_path = string(o, "filePath", "properties.storageLocation.filePath")?;
     let local_path = string(o, "localPath", "properties.storageLocation.localPath")?;
     if continuous.is_some() && file_path.is_some() {
@@ -420,12 +449,8 @@ fn filter(v: &Value, path: &str) -> Result<PacketCaptureFilter> {
         local_port: None,
         remote_port: None,
     };
-    for (name, is_ip) in [
-        ("localIPAddress", true),
-        ("remoteIPAddress", true),
-        ("localPort", false),
-        ("remotePort", false),
-    ] {
+    for field in Field::ALL {
+        let name = field.name();
         let p = format!("{path}.{name}");
         let Some(value) = string(o, name, &p)? else {
             continue;
@@ -434,95 +459,45 @@ fn filter(v: &Value, path: &str) -> Result<PacketCaptureFilter> {
         if value.is_empty() {
             continue;
         }
-        if is_ip {
-            ip_value(&value, &p)?;
-        } else {
-            port_value(&value, &p)?;
+        match field.kind() {
+            Kind::Address => {
+                ip_value(&value, &p)?;
+            }
+            Kind::Port => {
+                port_value(&value, &p)?;
+            }
         }
-        match name {
-            "localIPAddress" => f.local_ip_address = Some(value),
-            "remoteIPAddress" => f.remote_ip_address = Some(value),
-            "localPort" => f.local_port = Some(value),
-            _ => f.remote_port = Some(value),
+        match field {
+            Field::LocalIpAddress => f.local_ip_address = Some(value),
+            Field::RemoteIpAddress => f.remote_ip_address = Some(value),
+            Field::LocalPort => f.local_port = Some(value),
+            Field::RemotePort => f.remote_port = Some(value),
         }
     }
     Ok(f)
 }
 
-/// The three value forms of a filter field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FilterValue<T> {
-    Single(T),
-    Range(T, T),
-    List(Vec<T>),
-}
-
-/// Parses `a`, `a-b` or `a;b;c` (a trailing `;` allowed). Ranges and lists do not mix.
-pub fn parse_filter_value<T: PartialOrd + Copy>(
-    s: &str,
-    item: impl Fn(&str) -> Option<T>,
-) -> std::result::Result<FilterValue<T>, String> {
-    if s.contains(';') {
-        let parts: Vec<&str> = s.split(';').map(str::trim).collect();
-        let parts: Vec<&str> = match parts.split_last() {
-            Some((&"", rest)) => rest.to_vec(),
-            _ => parts,
-        };
-        if parts.iter().any(|p| p.contains('-') && !p.contains(':')) {
-            return Err("mixing ranges with lists is not supported".to_string());
-        }
-        let items = parts
-            .iter()
-            .map(|p| item(p).ok_or_else(|| format!("'{p}' is not a valid value")))
-            .collect::<std::result::Result<Vec<T>, String>>()?;
-        if items.is_empty() {
-            return Err("the list is empty".to_string());
-        }
-        return Ok(if items.len() == 1 {
-            FilterValue::Single(items[0])
-        } else {
-            FilterValue::List(items)
-        });
-    }
-    if let Some((a, b)) = s.split_once('-') {
-        let (a, b) = (a.trim(), b.trim());
-        let lo = item(a).ok_or_else(|| format!("'{a}' is not a valid value"))?;
-        let hi = item(b).ok_or_else(|| format!("'{b}' is not a valid value"))?;
-        if lo > hi {
-            return Err(format!("the range '{s}' starts after it ends"));
-        }
-        return Ok(FilterValue::Range(lo, hi));
-    }
-    item(s)
-        .map(FilterValue::Single)
-        .ok_or_else(|| format!("'{s}' is not a valid value"))
-}
-
+/// An IP address filter value, parsed with the agents' grammar ([`filter::parse_addresses`]): the
+/// API accepts exactly what an agent compiles.
 pub fn ip_value(s: &str, target: &str) -> Result<FilterValue<IpAddr>> {
-    let v = parse_filter_value(s, |p| p.parse::<IpAddr>().ok()).map_err(|e| {
-        invalid(target, format!("'{s}' is not a valid IP address filter ({e}): use a single address \"10.0.0.4\", a range \"10.0.0.1-10.0.0.255\" or a list \"10.0.0.4;10.0.0.5\"."))
-    })?;
-    if let FilterValue::Range(a, b) = v
-        && a.is_ipv4() != b.is_ipv4()
-    {
-        return Err(invalid(
-            target,
-            format!("The range '{s}' mixes IPv4 and IPv6 addresses."),
-        ));
-    }
-    Ok(v)
+    filter::parse_addresses(s).map_err(|e| filter_value_error(s, target, Kind::Address, e))
 }
 
+/// A port filter value, parsed with the agents' grammar ([`filter::parse_ports`]).
 pub fn port_value(s: &str, target: &str) -> Result<FilterValue<u16>> {
-    parse_filter_value(s, |p| {
-        if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        p.parse::<u16>().ok()
-    })
-    .map_err(|e| {
-        invalid(target, format!("'{s}' is not a valid port filter ({e}): use a single port \"80\", a range \"80-85\" or a list \"80;443\", with ports from 0 to 65535."))
-    })
+    filter::parse_ports(s).map_err(|e| filter_value_error(s, target, Kind::Port, e))
+}
+
+/// The rejection of a filter value: names the value, the field and the accepted forms.
+fn filter_value_error(s: &str, target: &str, kind: Kind, e: ValueError) -> ApiError {
+    let field = target.rsplit('.').next().unwrap_or(target);
+    invalid(
+        target,
+        format!(
+            "'{s}' is not a valid {kind} filter for '{field}' ({e}): {}.",
+            kind.forms()
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -667,6 +642,123 @@ mod tests {
             ip_value("10.0.0.1 - 10.0.0.9", "t").unwrap(),
             FilterValue::Range(..)
         ));
+    }
+
+    /// What the API accepts is exactly what an agent compiles, on every field, and what the API
+    /// stores for the agent compiles too.
+    #[test]
+    fn api_and_agent_agree_on_filter_values() {
+        use agent_protocol::CaptureFilter;
+        use agent_protocol::filter::compile;
+        let values = [
+            // Accepted.
+            "10.0.0.4",
+            " 10.0.0.4 ",
+            "10.0.0.4;",
+            "::1",
+            "127.0.0.1;127.0.0.5",
+            "127.0.0.1;127.0.0.5;",
+            "10.0.0.4;fe80::1",
+            "127.0.0.1-127.0.0.255",
+            "10.0.0.1 - 10.0.0.9",
+            "10.0.0.7-10.0.0.7",
+            "fe80::-fe80::ffff",
+            "80",
+            "0",
+            "65535",
+            "80;",
+            "80;443",
+            "80; 443;",
+            "80-85",
+            "80-80",
+            "",
+            "  ",
+            // Rejected.
+            ";",
+            "10.0.0.300",
+            "10.0.0.0/24",
+            "10.0.0.5-10.0.0.1",
+            "10.0.0.1-::1",
+            "10.0.0.1-10.0.0.5;10.0.0.9",
+            "10.0.0.9;10.0.0.1-10.0.0.5",
+            "10.0.0.1-10.0.0.5;",
+            "::1-::5;::7",
+            "10.0.0.1-10.0.0.5;10.0.1.1-10.0.1.5",
+            "10.0.0.1-10.0.0.5-10.0.0.9",
+            "10.0.0.1;;10.0.0.2",
+            ";10.0.0.1",
+            "10.0.0.1;;",
+            "70000",
+            "+1",
+            "-1",
+            "9-3",
+            "80-85;443",
+            "80-85;",
+            "80-85;90-95",
+            "80-85-90",
+            "80;;443",
+            "http",
+        ];
+        let agent_filter = |name: &str, value: Option<String>| CaptureFilter {
+            local_ip_address: value.clone().filter(|_| name == "localIPAddress"),
+            remote_ip_address: value.clone().filter(|_| name == "remoteIPAddress"),
+            local_port: value.clone().filter(|_| name == "localPort"),
+            remote_port: value.filter(|_| name == "remotePort"),
+            ..CaptureFilter::default()
+        };
+        for name in [
+            "localIPAddress",
+            "remoteIPAddress",
+            "localPort",
+            "remotePort",
+        ] {
+            for value in values {
+                let api = filter(&json!({ name: value }), "f");
+                let agent = compile(&[agent_filter(name, Some(value.to_string()))]);
+                assert_eq!(
+                    api.is_ok(),
+                    agent.is_ok(),
+                    "{name} {value:?}: API {api:?}, agent {agent:?}"
+                );
+                if let Ok(f) = api {
+                    let stored = [
+                        f.local_ip_address,
+                        f.remote_ip_address,
+                        f.local_port,
+                        f.remote_port,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .next();
+                    assert_eq!(compile(&[agent_filter(name, stored)]), agent);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn filter_rejections_name_value_field_and_forms() {
+        let Err(ApiError::Arm {
+            message, target, ..
+        }) = filter(
+            &json!({"remoteIPAddress": "10.0.0.1-10.0.0.5;10.0.0.9"}),
+            "properties.filters[0]",
+        )
+        else {
+            panic!("expected a rejection");
+        };
+        assert_eq!(
+            target.as_deref(),
+            Some("properties.filters[0].remoteIPAddress")
+        );
+        for part in [
+            "'10.0.0.1-10.0.0.5;10.0.0.9'",
+            "'remoteIPAddress'",
+            "mixing ranges with multiple entries is not supported",
+            "a range \"10.0.0.1-10.0.0.255\"",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
     }
 
     #[test]

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -14,7 +13,7 @@ use uuid::Uuid;
 use super::rbac::{covers, scope_key, valid_scope};
 use super::secrets::{fast_hash, random_secret};
 use crate::db::schema::{agent_tokens, machines};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 
 /// Prefix of enrollment tokens: `cet_<id>.<secret>`.
 pub const ENROLLMENT_PREFIX: &str = "cet_";
@@ -24,10 +23,7 @@ pub const CREDENTIAL_PREFIX: &str = "cac_";
 const ROTATION_GRACE: Duration = Duration::from_secs(600);
 
 pub(crate) fn unauthorized(message: impl Into<String>) -> ApiError {
-    ApiError::Unauthorized {
-        code: "AgentNotAuthorized",
-        message: message.into(),
-    }
+    ApiError::new(ErrorCode::AgentNotAuthorized, message.into())
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -51,8 +47,8 @@ pub async fn create_token(
     reusable: bool,
 ) -> ApiResult<(Uuid, String)> {
     if !valid_scope(scope) {
-        return Err(ApiError::bad_request(
-            "InvalidScope",
+        return Err(ApiError::new(
+            ErrorCode::InvalidScope,
             format!(
                 "'{scope}' is not a scope (/, /subscriptions/{{s}} or /subscriptions/{{s}}/resourceGroups/{{rg}})."
             ),
@@ -124,15 +120,13 @@ pub async fn redeem(conn: &mut AsyncPgConnection, token: &str, machine_key: &str
     .await?;
     if revoked {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "AgentRevoked",
+            ErrorCode::AgentRevoked,
             "This machine's agent was revoked; an administrator must allow it to enroll again.",
         ));
     }
     if !covers(&t.scope_key, machine_key) {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "MachineOutsideTokenScope",
+            ErrorCode::MachineOutsideTokenScope,
             format!(
                 "The enrollment token is for machines under '{}'; this machine is not.",
                 t.scope
@@ -253,8 +247,8 @@ impl actix_web::FromRequest for AgentBearer {
 
     fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let enabled = req
-            .app_data::<actix_web::web::Data<crate::state::AppState>>()
-            .is_none_or(|s| s.auth.config.enabled);
+            .app_data::<actix_web::web::Data<super::Auth>>()
+            .is_none_or(|a| a.config.enabled);
         let bearer = req
             .headers()
             .get("authorization")

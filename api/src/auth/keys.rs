@@ -24,25 +24,17 @@ pub struct Signer {
     pub key: EncodingKey,
 }
 
-fn internal(m: impl Into<String>) -> ApiError {
-    ApiError::new(
-        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "InternalServerError",
-        m,
-    )
-}
-
 /// Adds a new signing key (it signs from now on); returns its kid.
 pub async fn rotate(conn: &mut AsyncPgConnection, secrets: &SecretsKey) -> ApiResult<String> {
     let pkcs8 =
         EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .map_err(|_| internal("cannot generate a signing key"))?;
+            .map_err(|_| ApiError::internal("cannot generate a signing key"))?;
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
-        .map_err(|_| internal("cannot read the generated key"))?;
+        .map_err(|_| ApiError::internal("cannot read the generated key"))?;
     let public = pair.public_key().as_ref();
     // Uncompressed point: 0x04, X (32 bytes), Y (32 bytes).
     if public.len() != 65 {
-        return Err(internal("unexpected public key shape"));
+        return Err(ApiError::internal("unexpected public key shape"));
     }
     let kid = crate::auth::secrets::fast_hash(&URL_SAFE_NO_PAD.encode(public))[..16].to_string();
     let jwk = serde_json::json!({

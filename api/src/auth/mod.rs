@@ -9,7 +9,6 @@ pub mod secrets;
 pub mod tokens;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,37 +18,11 @@ use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use serde::Serialize;
 
-use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::db::DbPool;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::metrics::Metrics;
 
-/// Audiences accepted by default: the resource ids of Azure Resource Manager.
-pub const DEFAULT_AUDIENCES: [&str; 4] = [
-    "https://management.azure.com",
-    "https://management.azure.com/",
-    "https://management.core.windows.net",
-    "https://management.core.windows.net/",
-];
-
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    /// Off only with `--auth-disabled` (local development).
-    pub enabled: bool,
-    pub tenant: String,
-    /// `iss` of the built-in issuer's tokens.
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    /// Lifetime of tokens the built-in issuer hands out.
-    pub token_ttl: Duration,
-    pub oidc_issuers: Vec<String>,
-    /// A JWKS file and the issuer whose keys it holds.
-    pub jwks_file: Option<(PathBuf, String)>,
-    /// Development only: an HS256 secret and the issuer it stands for.
-    pub dev_hs256: Option<(Vec<u8>, String)>,
-    /// Requests per second and burst per principal; 0 = unlimited.
-    pub rate_per_second: f64,
-    pub rate_burst: f64,
-    pub agent_credential_ttl: Duration,
-}
+pub use crate::config::{AuthConfig, DEFAULT_AUDIENCES};
 
 /// Who is calling the management API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +48,8 @@ impl Principal {
 /// The shared authentication state of a server process.
 pub struct Auth {
     pub config: AuthConfig,
+    /// For the role assignments of callers.
+    pool: DbPool,
     pub validator: tokens::Validator,
     pub rbac: rbac::Rbac,
     limiter: Mutex<HashMap<String, (f64, Instant)>>,
@@ -82,10 +57,11 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(config: AuthConfig, pool: crate::db::DbPool) -> Auth {
+    pub fn new(config: AuthConfig, pool: DbPool) -> Auth {
         Auth {
             config,
-            validator: tokens::Validator::new(pool),
+            validator: tokens::Validator::new(pool.clone()),
+            pool,
             rbac: rbac::Rbac::default(),
             limiter: Mutex::default(),
             signer: Mutex::default(),
@@ -192,13 +168,8 @@ pub fn mint(
     };
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some(signer.kid.clone());
-    jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|e| {
-        ApiError::new(
-            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerError",
-            format!("cannot sign a token: {e}"),
-        )
-    })
+    jsonwebtoken::encode(&header, &claims, &signer.key)
+        .map_err(|e| ApiError::internal(format!("cannot sign a token: {e}")))
 }
 
 /// Paths of the management API (everything else: health, docs, the issuer, the agent protocol,
@@ -227,19 +198,22 @@ pub async fn authenticate(
     if !is_management(req.path()) {
         return Ok(next.call(req).await?.map_into_left_body());
     }
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+    let Some(auth) = req.app_data::<web::Data<Auth>>().cloned() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    match check(&state, &req).await {
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    match check(&auth, &req).await {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             Ok(next.call(req).await?.map_into_left_body())
         }
         // An ordinary response, so that the ARM envelope adds the request ids and counts it.
         Err(e) => {
-            match &e {
-                ApiError::Throttled { .. } => state.metrics.throttled.inc(),
-                _ => state.metrics.auth_failures.inc(),
+            if let Some(metrics) = &metrics {
+                match &e {
+                    ApiError::Throttled { .. } => metrics.throttled.inc(),
+                    _ => metrics.auth_failures.inc(),
+                }
             }
             Ok(req
                 .into_response(actix_web::ResponseError::error_response(&e))
@@ -249,8 +223,7 @@ pub async fn authenticate(
 }
 
 /// The principal of a management request, or why it is refused (401, 429).
-async fn check(state: &AppState, req: &ServiceRequest) -> ApiResult<Principal> {
-    let auth = &state.auth;
+async fn check(auth: &Auth, req: &ServiceRequest) -> ApiResult<Principal> {
     let principal = if auth.config.enabled {
         let header = req
             .headers()
@@ -259,10 +232,10 @@ async fn check(state: &AppState, req: &ServiceRequest) -> ApiResult<Principal> {
             .map(str::trim);
         let token = match header {
             None => {
-                return Err(ApiError::Unauthorized {
-                    code: "AuthenticationFailed",
-                    message: "Authentication failed. The 'Authorization' header is missing.".into(),
-                });
+                return Err(ApiError::new(
+                    ErrorCode::AuthenticationFailed,
+                    "Authentication failed. The 'Authorization' header is missing.",
+                ));
             }
             Some(h) => match h.split_once(' ') {
                 Some((scheme, t))
@@ -271,19 +244,21 @@ async fn check(state: &AppState, req: &ServiceRequest) -> ApiResult<Principal> {
                     t.trim().to_string()
                 }
                 _ => {
-                    return Err(ApiError::Unauthorized {
-                        code: "AuthenticationFailed",
-                        message: "Authentication failed. The 'Authorization' header must be 'Bearer <token>'.".into(),
-                    });
+                    return Err(ApiError::new(
+                        ErrorCode::AuthenticationFailed,
+                        "Authentication failed. The 'Authorization' header must be 'Bearer <token>'.",
+                    ));
                 }
             },
         };
         auth.validator
             .validate(&auth.config, &token)
             .await
-            .map_err(|e| ApiError::Unauthorized {
-                code: "InvalidAuthenticationToken",
-                message: format!("The access token is invalid. {e}"),
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidAuthenticationToken,
+                    format!("The access token is invalid. {e}"),
+                )
             })?
     } else {
         Principal::anonymous()
@@ -312,9 +287,8 @@ impl FromRequest for Caller {
                 .get::<Principal>()
                 .cloned()
                 .map(Caller)
-                .ok_or_else(|| ApiError::Unauthorized {
-                    code: "AuthenticationFailed",
-                    message: "Authentication failed.".into(),
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::AuthenticationFailed, "Authentication failed.")
                 }),
         )
     }
@@ -326,30 +300,28 @@ impl Caller {
     }
 
     /// The caller's assignments (none needed when authentication is disabled).
-    async fn assignments(&self, state: &AppState) -> ApiResult<rbac::Assignments> {
+    async fn assignments(&self, auth: &Auth) -> ApiResult<rbac::Assignments> {
         // The hot path: no database connection when the assignments are cached.
-        if let Some(a) = state.auth.rbac.cached(&self.0.id, self.0.app_id.as_deref()) {
+        if let Some(a) = auth.rbac.cached(&self.0.id, self.0.app_id.as_deref()) {
             return Ok(a);
         }
-        let mut conn = state.conn().await?;
-        Ok(state
-            .auth
+        let mut conn = auth.pool.get().await?;
+        Ok(auth
             .rbac
             .assignments(&mut conn, &self.0.id, self.0.app_id.as_deref())
             .await?)
     }
 
     /// 403 `AuthorizationFailed` unless the caller may do `action` on `scope`.
-    pub async fn authorize(&self, state: &AppState, action: &str, scope: &str) -> ApiResult<()> {
+    pub async fn authorize(&self, auth: &Auth, action: &str, scope: &str) -> ApiResult<()> {
         if self.0.unrestricted {
             return Ok(());
         }
-        if rbac::allowed(&self.assignments(state).await?, action, scope) {
+        if rbac::allowed(&self.assignments(auth).await?, action, scope) {
             return Ok(());
         }
         Err(ApiError::new(
-            actix_web::http::StatusCode::FORBIDDEN,
-            "AuthorizationFailed",
+            ErrorCode::AuthorizationFailed,
             format!(
                 "The client '{id}' with object id '{id}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
                 id = self.0.id
@@ -361,13 +333,13 @@ impl Caller {
     /// them (or at the root).
     pub async fn subscription_filter(
         &self,
-        state: &AppState,
+        auth: &Auth,
     ) -> ApiResult<impl Fn(&str) -> bool + use<>> {
         let unrestricted = self.0.unrestricted;
         let assignments = if unrestricted {
             Arc::new(vec![])
         } else {
-            self.assignments(state).await?
+            self.assignments(auth).await?
         };
         Ok(move |sub: &str| {
             let key = rbac::scope_key(&format!("/subscriptions/{sub}"));
@@ -380,12 +352,12 @@ impl Caller {
 
     /// The subscriptions the caller has an assignment at or under (they are listed even with no
     /// resources in them yet, as in Azure).
-    pub async fn assigned_subscriptions(&self, state: &AppState) -> ApiResult<Vec<String>> {
+    pub async fn assigned_subscriptions(&self, auth: &Auth) -> ApiResult<Vec<String>> {
         if self.0.unrestricted {
             return Ok(vec![]);
         }
         Ok(self
-            .assignments(state)
+            .assignments(auth)
             .await?
             .iter()
             .filter_map(|(scope, _)| {
@@ -399,14 +371,14 @@ impl Caller {
     /// A filter for lists: whether the caller may do `action` on each scope.
     pub async fn filter(
         &self,
-        state: &AppState,
+        auth: &Auth,
         action: &str,
     ) -> ApiResult<impl Fn(&str) -> bool + use<>> {
         let unrestricted = self.0.unrestricted;
         let assignments = if unrestricted {
             Arc::new(vec![])
         } else {
-            self.assignments(state).await?
+            self.assignments(auth).await?
         };
         let action = action.to_string();
         Ok(move |scope: &str| unrestricted || rbac::allowed(&assignments, &action, scope))

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::Deserialize;
 
 use super::{AuthConfig, Principal};
@@ -89,6 +89,77 @@ fn key_of(jwk: &Jwk) -> Option<(String, (DecodingKey, Algorithm))> {
     Some((kid, (key, alg)))
 }
 
+/// The `iss` claim of a token, read before its signature is checked (to choose the key).
+fn unverified_issuer(token: &str) -> Result<String, InvalidToken> {
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|p| serde_json::from_slice::<Unverified>(&p).ok())
+        .ok_or_else(|| invalid("The token is malformed."))?
+        .iss
+        .ok_or_else(|| invalid("The token has no issuer."))
+}
+
+/// The algorithms an issuer of `kind` may sign with.
+fn allowed_algorithms(kind: Kind) -> &'static [Algorithm] {
+    match kind {
+        Kind::BuiltIn => &[Algorithm::ES256],
+        Kind::Oidc | Kind::File => &[Algorithm::RS256, Algorithm::ES256],
+        Kind::DevSecret => &[Algorithm::HS256],
+    }
+}
+
+/// What a token of issuer `iss` signed with `alg` must satisfy: `exp`/`nbf` with leeway, `iss`
+/// and one of the accepted audiences.
+fn validation(config: &AuthConfig, iss: &str, alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.set_audience(&config.audiences);
+    validation.set_issuer(&[iss]);
+    validation.leeway = LEEWAY_SECONDS;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    validation
+}
+
+/// Why a token failed verification, in words for the client.
+fn decode_error(config: &AuthConfig, e: &jsonwebtoken::errors::Error) -> InvalidToken {
+    use jsonwebtoken::errors::ErrorKind as K;
+    invalid(match e.kind() {
+        K::ExpiredSignature => "The token has expired.".to_string(),
+        K::ImmatureSignature => "The token is not valid yet (nbf).".to_string(),
+        K::InvalidAudience => format!(
+            "The token's audience is not accepted (expected one of {}).",
+            config.audiences.join(", ")
+        ),
+        K::InvalidIssuer => "The token's issuer is not accepted.".to_string(),
+        K::InvalidSignature => "The token's signature is invalid.".to_string(),
+        K::MissingRequiredClaim(c) => format!("The token has no '{c}' claim."),
+        _ => "The token is invalid.".to_string(),
+    })
+}
+
+/// The principal a verified token's claims name.
+fn principal_of(claims: Claims) -> Result<Principal, InvalidToken> {
+    let id = claims
+        .oid
+        .or(claims.sub)
+        .ok_or_else(|| invalid("The token names no principal (oid or sub)."))?
+        .to_lowercase();
+    // The application's own roles apply only to app-only tokens: a user signing in through
+    // an application does not inherit what the application was granted.
+    let app_id = if claims.scp.is_none() {
+        claims.appid.or(claims.azp).map(|a| a.to_lowercase())
+    } else {
+        None
+    };
+    Ok(Principal {
+        id,
+        app_id,
+        unrestricted: false,
+    })
+}
+
 impl Validator {
     pub fn new(pool: DbPool) -> Validator {
         let http = reqwest::Client::builder()
@@ -125,92 +196,42 @@ impl Validator {
         token: &str,
     ) -> Result<Principal, InvalidToken> {
         let now = chrono::Utc::now().timestamp();
-        if let Some((p, exp)) = self.lock_cache().get(token)
-            && *exp + LEEWAY_SECONDS as i64 > now
-        {
-            return Ok(p.clone());
+        if let Some(principal) = self.cached(token, now) {
+            return Ok(principal);
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| invalid("The token is malformed or its algorithm is not supported."))?;
-        let payload = token
-            .split('.')
-            .nth(1)
-            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-            .and_then(|p| serde_json::from_slice::<Unverified>(&p).ok())
-            .ok_or_else(|| invalid("The token is malformed."))?;
-        let iss = payload
-            .iss
-            .ok_or_else(|| invalid("The token has no issuer."))?;
+        let iss = unverified_issuer(token)?;
         let kind = Self::kind(config, &iss)
             .ok_or_else(|| invalid(format!("The token's issuer '{iss}' is not trusted.")))?;
-        let allowed: &[Algorithm] = match kind {
-            Kind::BuiltIn => &[Algorithm::ES256],
-            Kind::Oidc | Kind::File => &[Algorithm::RS256, Algorithm::ES256],
-            Kind::DevSecret => &[Algorithm::HS256],
-        };
-        if !allowed.contains(&header.alg) {
+        if !allowed_algorithms(kind).contains(&header.alg) {
             return Err(invalid(format!(
                 "The token's algorithm {:?} is not accepted from this issuer.",
                 header.alg
             )));
         }
-        let key = match kind {
-            Kind::DevSecret => config
-                .dev_hs256
-                .as_ref()
-                .map(|(secret, _)| DecodingKey::from_secret(secret))
-                .ok_or_else(|| invalid("No development secret is configured."))?,
-            _ => {
-                let kid = header
-                    .kid
-                    .clone()
-                    .ok_or_else(|| invalid("The token has no key id (kid)."))?;
-                let (key, key_alg) = self.key(config, kind, &iss, &kid).await?;
-                if key_alg != header.alg {
-                    return Err(invalid("The token's algorithm does not match its key."));
-                }
-                key
-            }
-        };
-        let mut validation = Validation::new(header.alg);
-        validation.set_audience(&config.audiences);
-        validation.set_issuer(&[&iss]);
-        validation.leeway = LEEWAY_SECONDS;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            invalid(match e.kind() {
-                K::ExpiredSignature => "The token has expired.".to_string(),
-                K::ImmatureSignature => "The token is not valid yet (nbf).".to_string(),
-                K::InvalidAudience => format!(
-                    "The token's audience is not accepted (expected one of {}).",
-                    config.audiences.join(", ")
-                ),
-                K::InvalidIssuer => "The token's issuer is not accepted.".to_string(),
-                K::InvalidSignature => "The token's signature is invalid.".to_string(),
-                K::MissingRequiredClaim(c) => format!("The token has no '{c}' claim."),
-                _ => "The token is invalid.".to_string(),
-            })
-        })?;
-        let claims = data.claims;
-        let id = claims
-            .oid
-            .or(claims.sub)
-            .ok_or_else(|| invalid("The token names no principal (oid or sub)."))?
-            .to_lowercase();
-        // The application's own roles apply only to app-only tokens: a user signing in through
-        // an application does not inherit what the application was granted.
-        let app_id = if claims.scp.is_none() {
-            claims.appid.or(claims.azp).map(|a| a.to_lowercase())
-        } else {
-            None
-        };
-        let principal = Principal {
-            id,
-            app_id,
-            unrestricted: false,
-        };
+        let key = self.decoding_key(config, kind, &iss, &header).await?;
+        let validation = validation(config, &iss, header.alg);
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map_err(|e| decode_error(config, &e))?
+            .claims;
+        let exp = claims.exp;
+        let principal = principal_of(claims)?;
+        self.remember(token, &principal, exp, now);
+        Ok(principal)
+    }
+
+    /// The principal of a token validated before, while it has not expired.
+    fn cached(&self, token: &str, now: i64) -> Option<Principal> {
+        match self.lock_cache().get(token) {
+            Some((p, exp)) if *exp + LEEWAY_SECONDS as i64 > now => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers a validated token until it expires; a full cache first drops expired tokens,
+    /// then everything.
+    fn remember(&self, token: &str, principal: &Principal, exp: i64, now: i64) {
         let mut cache = self.lock_cache();
         if cache.len() >= CACHE_LIMIT {
             cache.retain(|_, (_, exp)| *exp > now);
@@ -218,8 +239,33 @@ impl Validator {
                 cache.clear();
             }
         }
-        cache.insert(token.to_string(), (principal.clone(), claims.exp));
-        Ok(principal)
+        cache.insert(token.to_string(), (principal.clone(), exp));
+    }
+
+    /// The key that must have signed a token of issuer `iss` (of `kind`) with `header`.
+    async fn decoding_key(
+        &self,
+        config: &AuthConfig,
+        kind: Kind,
+        iss: &str,
+        header: &Header,
+    ) -> Result<DecodingKey, InvalidToken> {
+        if kind == Kind::DevSecret {
+            return config
+                .dev_hs256
+                .as_ref()
+                .map(|(secret, _)| DecodingKey::from_secret(secret))
+                .ok_or_else(|| invalid("No development secret is configured."));
+        }
+        let kid = header
+            .kid
+            .clone()
+            .ok_or_else(|| invalid("The token has no key id (kid)."))?;
+        let (key, key_alg) = self.key(config, kind, iss, &kid).await?;
+        if key_alg != header.alg {
+            return Err(invalid("The token's algorithm does not match its key."));
+        }
+        Ok(key)
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Principal, i64)>> {
@@ -316,5 +362,60 @@ impl Validator {
             return Err(format!("{url}: HTTP {}", resp.status()));
         }
         resp.json().await.map_err(|e| format!("{url}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_with(payload: serde_json::Value) -> String {
+        let part = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.sig",
+            part(&serde_json::json!({"alg": "ES256"})),
+            part(&payload)
+        )
+    }
+
+    #[test]
+    fn the_issuer_is_read_before_verification() {
+        let token = token_with(serde_json::json!({"iss": "https://issuer"}));
+        assert_eq!(unverified_issuer(&token).unwrap(), "https://issuer");
+        let no_iss = token_with(serde_json::json!({"sub": "x"}));
+        assert_eq!(
+            unverified_issuer(&no_iss).unwrap_err().0,
+            "The token has no issuer."
+        );
+        assert_eq!(
+            unverified_issuer("garbage").unwrap_err().0,
+            "The token is malformed."
+        );
+    }
+
+    #[test]
+    fn app_roles_apply_to_app_only_tokens() {
+        let claims = |v: serde_json::Value| serde_json::from_value::<Claims>(v).unwrap();
+        let app = principal_of(claims(
+            serde_json::json!({"exp": 1, "oid": "OID", "appid": "APP"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (app.id.as_str(), app.app_id.as_deref()),
+            ("oid", Some("app"))
+        );
+        let user = principal_of(claims(
+            serde_json::json!({"exp": 1, "sub": "S", "azp": "APP", "scp": "user_impersonation"}),
+        ))
+        .unwrap();
+        assert_eq!((user.id.as_str(), user.app_id), ("s", None));
+        assert!(principal_of(claims(serde_json::json!({"exp": 1}))).is_err());
+    }
+
+    #[test]
+    fn each_issuer_kind_has_its_algorithms() {
+        assert_eq!(allowed_algorithms(Kind::BuiltIn), &[Algorithm::ES256]);
+        assert!(!allowed_algorithms(Kind::Oidc).contains(&Algorithm::HS256));
+        assert_eq!(allowed_algorithms(Kind::DevSecret), &[Algorithm::HS256]);
     }
 }

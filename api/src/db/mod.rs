@@ -1,7 +1,11 @@
 //! The database: connection pool, embedded migrations, schema and row models.
 
+pub mod captures;
+pub mod machines;
 pub mod models;
 pub mod schema;
+pub mod states;
+pub mod watchers;
 
 use std::time::Duration;
 

@@ -4,6 +4,11 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
+use super::states::{
+    CaptureStatus, OperationKind, OperationStatus, ProvisioningState, StopReason, TransferState,
+    UploadState,
+};
+
 use super::schema::{
     file_transfers, machines, network_watchers, operations, packet_captures, storage_accounts,
 };
@@ -18,7 +23,7 @@ pub struct WatcherRow {
     pub location: String,
     pub tags: serde_json::Value,
     pub etag: Uuid,
-    pub provisioning_state: String,
+    pub provisioning_state: ProvisioningState,
 }
 
 #[derive(Debug, Insertable)]
@@ -34,7 +39,7 @@ pub struct NewWatcher<'a> {
     pub location_key: String,
     pub tags: serde_json::Value,
     pub etag: Uuid,
-    pub provisioning_state: &'a str,
+    pub provisioning_state: ProvisioningState,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -74,13 +79,13 @@ pub struct CaptureRow {
     pub parameters: serde_json::Value,
     pub machine_key: String,
     pub etag: Uuid,
-    pub provisioning_state: String,
-    pub status: String,
+    pub provisioning_state: ProvisioningState,
+    pub status: CaptureStatus,
     pub desired_running: bool,
     pub deleting: bool,
     pub capture_start_time: Option<DateTime<Utc>>,
-    pub stop_reason: Option<String>,
-    pub stop_requested_reason: Option<String>,
+    pub stop_reason: Option<StopReason>,
+    pub stop_requested_reason: Option<StopReason>,
     pub errors: serde_json::Value,
     pub error_message: Option<String>,
     pub packets: Option<i64>,
@@ -90,7 +95,7 @@ pub struct CaptureRow {
     pub is_scale_set: bool,
     pub storage_account_id: Option<Uuid>,
     pub blob_name: Option<String>,
-    pub upload_state: Option<String>,
+    pub upload_state: Option<UploadState>,
 }
 
 #[derive(Debug, Insertable)]
@@ -104,13 +109,13 @@ pub struct NewCapture<'a> {
     pub parameters: serde_json::Value,
     pub machine_key: String,
     pub etag: Uuid,
-    pub provisioning_state: &'a str,
-    pub status: &'a str,
+    pub provisioning_state: ProvisioningState,
+    pub status: CaptureStatus,
     pub time_limit_seconds: i32,
     pub is_scale_set: bool,
     pub storage_account_id: Option<Uuid>,
     pub blob_name: Option<String>,
-    pub upload_state: Option<&'a str>,
+    pub upload_state: Option<UploadState>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -119,10 +124,10 @@ pub struct OperationRow {
     pub id: Uuid,
     pub subscription_key: String,
     pub location: String,
-    pub kind: String,
+    pub kind: OperationKind,
     pub resource_id: String,
     pub capture_id: Option<Uuid>,
-    pub status: String,
+    pub status: OperationStatus,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -136,12 +141,12 @@ pub struct NewOperation<'a> {
     pub id: Uuid,
     pub subscription_key: String,
     pub location: &'a str,
-    pub kind: &'a str,
+    pub kind: OperationKind,
     pub resource_id: &'a str,
     pub capture_id: Option<Uuid>,
     pub watcher_id: Option<Uuid>,
     pub principal_id: Option<&'a str>,
-    pub status: &'a str,
+    pub status: OperationStatus,
     pub deadline: DateTime<Utc>,
 }
 
@@ -181,7 +186,7 @@ pub struct TransferRow {
     pub id: Uuid,
     pub capture_id: Uuid,
     pub machine_key: String,
-    pub state: String,
+    pub state: TransferState,
     pub size: Option<i64>,
     pub error_message: Option<String>,
 }

@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, post, put, web};
-use agent_client::{TransferFailure, UploadResult, UploadTarget};
+use agent_protocol::{TransferFailure, UploadResult, UploadTarget};
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -18,8 +17,9 @@ use uuid::Uuid;
 use crate::arm::models::PacketCaptureParameters;
 use crate::auth::agents::AgentBearer;
 use crate::db::models::{CaptureRow, StorageAccountRow, TransferRow};
-use crate::db::schema::{file_transfers, packet_captures, transfer_chunks};
-use crate::error::{ApiError, ApiResult, CloudError};
+use crate::db::schema::{file_transfers, transfer_chunks};
+use crate::error::{ApiError, ApiResult, CloudError, ErrorCode};
+use crate::lifecycle::{self, TransferState, UploadState};
 use crate::state::AppState;
 
 /// Size of one chunk of a transfer.
@@ -39,8 +39,7 @@ pub async fn notify(conn: &mut AsyncPgConnection, key: &str) -> ApiResult<()> {
 
 fn not_assigned(capture_id: Uuid) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "CaptureNotAssigned",
+        ErrorCode::CaptureNotAssigned,
         format!("Capture {capture_id} is not assigned to this agent's machine (or was deleted)."),
     )
 }
@@ -53,19 +52,14 @@ async fn own_capture(
     capture_id: Uuid,
 ) -> ApiResult<CaptureRow> {
     let machine = super::agents::touch(conn, agent_id, bearer).await?;
-    packet_captures::table
-        .find(capture_id)
-        .filter(packet_captures::machine_key.eq(&machine.resource_key))
-        .select(CaptureRow::as_select())
-        .first(conn)
-        .await
-        .optional()?
+    CaptureRow::find_of_machine(conn, capture_id, &machine.resource_key)
+        .await?
         .ok_or_else(|| not_assigned(capture_id))
 }
 
 fn no_upload(c: &CaptureRow, why: &str) -> ApiError {
-    ApiError::conflict(
-        "NoUploadPending",
+    ApiError::new(
+        ErrorCode::NoUploadPending,
         format!("Capture {} has no upload pending: {why}.", c.id),
     )
 }
@@ -76,15 +70,15 @@ async fn pending_upload(
     conn: &mut AsyncPgConnection,
     c: &CaptureRow,
 ) -> ApiResult<(StorageAccountRow, String)> {
-    if c.upload_state.as_deref() != Some("Pending") {
+    if c.upload_state != Some(UploadState::Pending) {
         return Err(no_upload(
             c,
             "it has no storage account, or its upload ended",
         ));
     }
     let removed = || {
-        ApiError::conflict(
-            "StorageAccountRemoved",
+        ApiError::new(
+            ErrorCode::StorageAccountRemoved,
             format!(
                 "The storage account of capture {} is no longer registered with the server.",
                 c.id
@@ -171,102 +165,66 @@ pub async fn upload_result(
     let result: UploadResult = super::agent_body(&body, "upload result")?;
     let mut conn = state.conn().await?;
     let c = own_capture(&mut conn, agent_id, &bearer, capture_id).await?;
-    // Only a pending upload changes; the guard makes replicas and retries agree.
-    let target = packet_captures::table
-        .find(c.id)
-        .filter(packet_captures::upload_state.eq("Pending"));
     match result {
+        // A retry of a report that was recorded but whose answer was lost.
+        UploadResult::Uploaded { .. } if c.upload_state == Some(UploadState::Uploaded) => {}
+        UploadResult::Failed { .. } if c.upload_state == Some(UploadState::Failed) => {}
         UploadResult::Uploaded { size, content_md5 } => {
-            // A retry of a report that was recorded but whose answer was lost.
-            if c.upload_state.as_deref() == Some("Uploaded") {
-                return Ok(HttpResponse::NoContent().finish());
-            }
             let (account, blob) = pending_upload(&mut conn, &c).await?;
             drop(conn);
-            let mismatch =
-                |m: String| ApiError::conflict("UploadMismatch", format!("Capture {}: {m}", c.id));
-            let Some((blob_size, blob_md5)) =
-                state.storage.blob_properties(&account, &blob).await?
-            else {
-                return Err(mismatch("the blob does not exist".into()));
-            };
-            if blob_size != size {
-                return Err(mismatch(format!(
-                    "the blob has {blob_size} bytes, the file {size}"
-                )));
-            }
-            if let Some(md5) = blob_md5
-                && md5 != content_md5
-            {
-                return Err(mismatch(format!(
-                    "the blob's MD5 is {md5}, the file's {content_md5}"
-                )));
-            }
+            verify_blob(&state, &c, &account, &blob, size, &content_md5).await?;
             let mut files: Vec<String> = storage_path(&c).into_iter().collect();
             files.extend(arm_file(&c));
             let mut conn = state.conn().await?;
-            diesel::update(target)
-                .set((
-                    packet_captures::upload_state.eq("Uploaded"),
-                    packet_captures::files.eq(serde_json::json!(files)),
-                    packet_captures::updated_at.eq(Utc::now()),
-                ))
-                .execute(&mut conn)
-                .await?;
+            lifecycle::upload::verified(&mut conn, &c, &files, Utc::now()).await?;
             state.metrics.uploads_verified.inc();
             tracing::info!(capture = %c.id, bytes = size, "upload verified");
-            crate::sweeper::settle(&mut conn, Some(c.id)).await?;
         }
         UploadResult::Failed {
             message,
             local_path,
         } => {
-            if c.upload_state.as_deref() == Some("Failed") {
-                return Ok(HttpResponse::NoContent().finish());
-            }
-            if c.upload_state.as_deref() != Some("Pending") {
+            if c.upload_state != Some(UploadState::Pending) {
                 return Err(no_upload(
                     &c,
                     "it has no storage account, or its upload ended",
                 ));
             }
-            let mut text =
-                format!("The capture could not be uploaded to the storage account: {message}");
-            if !local_path.is_empty() {
-                text.push_str(&format!(
-                    " The capture file is kept on the machine at {local_path}."
-                ));
-            }
-            // An earlier error (a capture that failed) keeps its message first.
-            if let Some(earlier) = c.error_message.as_deref().filter(|m| !m.is_empty()) {
-                text = format!("{earlier} {text}");
-            }
-            let files: Vec<&str> = Some(local_path.as_str())
-                .filter(|p| !p.is_empty())
-                .into_iter()
-                .collect();
-            let mut errors: Vec<String> =
-                serde_json::from_value(c.errors.clone()).unwrap_or_default();
-            if !errors.iter().any(|e| e == "StorageFailed") {
-                errors.push("StorageFailed".into());
-            }
-            diesel::update(target)
-                .set((
-                    packet_captures::upload_state.eq("Failed"),
-                    packet_captures::status.eq("Error"),
-                    packet_captures::errors.eq(serde_json::json!(errors)),
-                    packet_captures::error_message.eq(&text),
-                    packet_captures::files.eq(serde_json::json!(files)),
-                    packet_captures::updated_at.eq(Utc::now()),
-                ))
-                .execute(&mut conn)
-                .await?;
+            lifecycle::upload::failed(&mut conn, &c, &message, &local_path, Utc::now()).await?;
             state.metrics.uploads_failed.inc();
             tracing::warn!(capture = %c.id, "upload failed; file kept on the machine");
-            crate::sweeper::settle(&mut conn, Some(c.id)).await?;
         }
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Checks the uploaded blob against the agent's file: it exists, with the same size and MD5.
+async fn verify_blob(
+    state: &AppState,
+    c: &CaptureRow,
+    account: &StorageAccountRow,
+    blob: &str,
+    size: u64,
+    content_md5: &str,
+) -> ApiResult<()> {
+    let mismatch =
+        |m: String| ApiError::new(ErrorCode::UploadMismatch, format!("Capture {}: {m}", c.id));
+    let Some((blob_size, blob_md5)) = state.storage.blob_properties(account, blob).await? else {
+        return Err(mismatch("the blob does not exist".into()));
+    };
+    if blob_size != size {
+        return Err(mismatch(format!(
+            "the blob has {blob_size} bytes, the file {size}"
+        )));
+    }
+    if let Some(md5) = blob_md5
+        && md5 != content_md5
+    {
+        return Err(mismatch(format!(
+            "the blob's MD5 is {md5}, the file's {content_md5}"
+        )));
+    }
+    Ok(())
 }
 
 /// The transfer `id` of the agent's machine.
@@ -286,16 +244,15 @@ async fn own_transfer(
         .optional()?
         .ok_or_else(|| {
             ApiError::new(
-                StatusCode::NOT_FOUND,
-                "TransferNotFound",
+                ErrorCode::TransferNotFound,
                 format!("No file transfer {id} is asked of this agent's machine."),
             )
         })
 }
 
 fn canceled() -> ApiError {
-    ApiError::conflict(
-        "TransferCanceled",
+    ApiError::new(
+        ErrorCode::TransferCanceled,
         "The caller is gone: the transfer was canceled.",
     )
 }
@@ -327,13 +284,7 @@ pub async fn send_file(
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::LENGTH_REQUIRED,
-                "LengthRequired",
-                "Content-Length is required.",
-            )
-        })?;
+        .ok_or_else(|| ApiError::new(ErrorCode::LengthRequired, "Content-Length is required."))?;
     let key = transfer_key(id);
     {
         let mut conn = state.conn().await?;
@@ -342,10 +293,10 @@ pub async fn send_file(
         let started = diesel::update(
             file_transfers::table
                 .find(id)
-                .filter(file_transfers::state.eq("Requested")),
+                .filter(file_transfers::state.eq(TransferState::Requested)),
         )
         .set((
-            file_transfers::state.eq("Sending"),
+            file_transfers::state.eq(TransferState::Sending),
             file_transfers::size.eq(size),
             file_transfers::updated_at.eq(Utc::now()),
         ))
@@ -365,10 +316,10 @@ pub async fn send_file(
                 let _ = diesel::update(
                     file_transfers::table
                         .find(id)
-                        .filter(file_transfers::state.eq("Sending")),
+                        .filter(file_transfers::state.eq(TransferState::Sending)),
                 )
                 .set((
-                    file_transfers::state.eq("Failed"),
+                    file_transfers::state.eq(TransferState::Failed),
                     file_transfers::error_message.eq(message),
                     file_transfers::updated_at.eq(Utc::now()),
                 ))
@@ -388,8 +339,7 @@ async fn receive_chunks(
     size: i64,
     payload: &mut web::Payload,
 ) -> ApiResult<()> {
-    let key = transfer_key(id);
-    let mut sub = state.hub.subscribe(&key);
+    let mut sub = state.hub.subscribe(&transfer_key(id));
     let mut seq = 0i32;
     let mut received = 0i64;
     let mut buf = Vec::with_capacity(CHUNK_BYTES);
@@ -397,7 +347,10 @@ async fn receive_chunks(
         let next = payload.next().await;
         if let Some(item) = &next {
             let bytes = item.as_ref().map_err(|e| {
-                ApiError::bad_request("IncompleteBody", format!("the file did not arrive: {e}"))
+                ApiError::new(
+                    ErrorCode::IncompleteBody,
+                    format!("the file did not arrive: {e}"),
+                )
             })?;
             buf.extend_from_slice(bytes);
             received += bytes.len() as i64;
@@ -407,20 +360,7 @@ async fn receive_chunks(
         }
         if !buf.is_empty() {
             wait_for_room(state, &mut sub, id).await?;
-            let mut conn = state.conn().await?;
-            diesel::insert_into(transfer_chunks::table)
-                .values((
-                    transfer_chunks::transfer_id.eq(id),
-                    transfer_chunks::seq.eq(seq),
-                    transfer_chunks::data.eq(std::mem::take(&mut buf)),
-                ))
-                .execute(&mut conn)
-                .await?;
-            diesel::update(file_transfers::table.find(id))
-                .set(file_transfers::updated_at.eq(Utc::now()))
-                .execute(&mut conn)
-                .await?;
-            notify(&mut conn, &key).await?;
+            write_chunk(state, id, seq, std::mem::take(&mut buf)).await?;
             seq += 1;
         }
         if next.is_none() {
@@ -428,8 +368,8 @@ async fn receive_chunks(
         }
     }
     if received != size {
-        return Err(ApiError::bad_request(
-            "IncompleteBody",
+        return Err(ApiError::new(
+            ErrorCode::IncompleteBody,
             format!("the agent sent {received} of {size} bytes"),
         ));
     }
@@ -437,16 +377,34 @@ async fn receive_chunks(
     diesel::update(
         file_transfers::table
             .find(id)
-            .filter(file_transfers::state.eq("Sending")),
+            .filter(file_transfers::state.eq(TransferState::Sending)),
     )
     .set((
-        file_transfers::state.eq("Done"),
+        file_transfers::state.eq(TransferState::Done),
         file_transfers::updated_at.eq(Utc::now()),
     ))
     .execute(&mut conn)
     .await?;
-    notify(&mut conn, &key).await?;
+    notify(&mut conn, &transfer_key(id)).await?;
     Ok(())
+}
+
+/// Stores chunk `seq` of transfer `id` and wakes the caller's replica.
+async fn write_chunk(state: &AppState, id: Uuid, seq: i32, data: Vec<u8>) -> ApiResult<()> {
+    let mut conn = state.conn().await?;
+    diesel::insert_into(transfer_chunks::table)
+        .values((
+            transfer_chunks::transfer_id.eq(id),
+            transfer_chunks::seq.eq(seq),
+            transfer_chunks::data.eq(data),
+        ))
+        .execute(&mut conn)
+        .await?;
+    diesel::update(file_transfers::table.find(id))
+        .set(file_transfers::updated_at.eq(Utc::now()))
+        .execute(&mut conn)
+        .await?;
+    notify(&mut conn, &transfer_key(id)).await
 }
 
 /// Waits until fewer than [`WINDOW`] chunks of transfer `id` wait for the caller.
@@ -465,7 +423,7 @@ async fn wait_for_room(
                 .count()
                 .get_result(&mut conn)
                 .await?;
-            let s: Option<String> = file_transfers::table
+            let s: Option<TransferState> = file_transfers::table
                 .find(id)
                 .select(file_transfers::state)
                 .first(&mut conn)
@@ -473,7 +431,7 @@ async fn wait_for_room(
                 .optional()?;
             (waiting, s)
         };
-        if transfer_state.as_deref() != Some("Sending") {
+        if transfer_state != Some(TransferState::Sending) {
             return Err(canceled());
         }
         if waiting < WINDOW {
@@ -509,12 +467,12 @@ pub async fn decline_file(
     let mut conn = state.conn().await?;
     own_transfer(&mut conn, agent_id, &bearer, id).await?;
     diesel::update(
-        file_transfers::table
-            .find(id)
-            .filter(file_transfers::state.eq_any(["Requested", "Sending"])),
+        file_transfers::table.find(id).filter(
+            file_transfers::state.eq_any([TransferState::Requested, TransferState::Sending]),
+        ),
     )
     .set((
-        file_transfers::state.eq("Failed"),
+        file_transfers::state.eq(TransferState::Failed),
         file_transfers::error_message.eq(&failure.message),
         file_transfers::updated_at.eq(Utc::now()),
     ))

@@ -4,16 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
-use agent_client::{
-    Assignments, CaptureAssignment, CaptureCounters, CaptureFilter, CaptureReport, DesiredState,
-    FilterProtocol, PendingUpload, RegisterRequest, RegisterResponse, StopReason, TransferRequest,
-    UploadTarget,
+use agent_protocol::{
+    Assignments, CaptureAssignment, CaptureFilter, CaptureReport, DesiredState, FilterProtocol,
+    PendingUpload, RegisterRequest, RegisterResponse, TransferRequest, UploadTarget,
 };
 use chrono::Utc;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -24,15 +21,15 @@ use crate::auth::agents::{
     AgentBearer, CREDENTIAL_PREFIX, ENROLLMENT_PREFIX, credential_matches, issue_credential,
     redeem, unauthorized,
 };
-use crate::db::models::{CaptureRow, MachineRow, NewMachine, NewWatcher};
-use crate::db::schema::{file_transfers, machines, network_watchers, packet_captures};
-use crate::error::{ApiError, ApiResult, CloudError};
+use crate::db::models::{CaptureRow, MachineRow, NewMachine, WatcherRow};
+use crate::db::schema::{file_transfers, machines, packet_captures};
+use crate::error::{ApiError, ApiResult, CloudError, ErrorCode};
+use crate::lifecycle::{self, CaptureStatus, ProvisioningState, TransferState, UploadState};
 use crate::state::AppState;
 
 fn agent_not_registered(agent_id: Uuid) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "AgentNotRegistered",
+        ErrorCode::AgentNotRegistered,
         format!(
             "No agent {agent_id} is registered (it may have been replaced by a newer registration of its machine): register again."
         ),
@@ -69,52 +66,19 @@ pub async fn register(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let req: RegisterRequest = super::agent_body(&body, "registration")?;
-    let machine = ResourceId::parse(&req.machine_id)
-        .filter(is_machine_id)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "InvalidParameter",
-                "machineId",
-                format!("'{}' is not a virtual machine resource id (/subscriptions/{{s}}/resourceGroups/{{rg}}/providers/Microsoft.Compute/virtualMachines/{{name}}).", req.machine_id),
-            )
-        })?;
-    ids::validate_subscription(&machine.subscription)?;
-    let location = if req.location.trim().is_empty() {
-        state.default_location.clone()
-    } else {
-        req.location.trim().to_string()
+    let machine = machine_of(&req)?;
+    let location = match req.location.trim() {
+        "" => state.default_location.clone(),
+        given => given.to_string(),
     };
     let agent_id = Uuid::new_v4();
     let key = ids::key(&req.machine_id);
-    let machine_id = req.machine_id.clone();
     let credential_ttl = state.auth.config.agent_credential_ttl;
+    let now = Utc::now();
     let mut conn = state.conn().await?;
-    let issued = conn.transaction::<_, ApiError, _>(async move |conn| {
-            // Who may register this machine: the holder of an enrollment token whose scope
-            // holds it, or of the machine's own credential.
-            let enrolling = match &bearer.0 {
-                None => false,
-                Some(t) if t.starts_with(ENROLLMENT_PREFIX) => {
-                    redeem(conn, t, &key).await?;
-                    true
-                }
-                Some(t) if t.starts_with(CREDENTIAL_PREFIX) => {
-                    let own: bool = diesel::select(diesel::dsl::exists(
-                        machines::table
-                            .filter(machines::resource_key.eq(&key))
-                            .filter(credential_matches(t)),
-                    ))
-                    .get_result(conn)
-                    .await?;
-                    if !own {
-                        return Err(unauthorized("The credential is not this machine's, or it expired or was revoked."));
-                    }
-                    false
-                }
-                Some(_) => {
-                    return Err(unauthorized("Register with an enrollment token (cet_...) or the machine's credential (cac_...)."));
-                }
-            };
+    let issued = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let enrolling = admit(conn, &bearer, &key).await?;
             let row = NewMachine {
                 resource_key: key.clone(),
                 resource_id: &req.machine_id,
@@ -126,54 +90,20 @@ pub async fn register(
                 os: &req.os,
                 agent_version: &req.agent_version,
                 interfaces: serde_json::to_value(&req.interfaces).unwrap_or_default(),
-                last_seen_at: Utc::now(),
+                last_seen_at: now,
                 lost: false,
             };
-            diesel::insert_into(machines::table)
-                .values(&row)
-                .on_conflict(machines::resource_key)
-                .do_update()
-                .set(&row)
-                .execute(conn)
-                .await?;
-            diesel::sql_query(
-                "UPDATE packet_captures SET status = 'Error', errors = '[\"AgentStopped\"]',
-                     stop_reason = 'AgentStopped', stopped_at = now(), updated_at = now(), desired_running = false,
-                     error_message = 'The capture agent restarted and no longer runs this capture.'
-                 WHERE machine_key = $1 AND status = 'Running' AND NOT (id = ANY($2))",
-            )
-            .bind::<Text, _>(&key)
-            .bind::<Array<SqlUuid>, _>(&req.running_captures)
-            .execute(conn)
-            .await?;
-            let sub = machine.subscription.clone();
-            let name = format!("NetworkWatcher_{}", ids::location_key(&location));
-            let rg = "NetworkWatcherRG";
-            diesel::insert_into(network_watchers::table)
-                .values(NewWatcher {
-                    id: Uuid::new_v4(),
-                    subscription_id: &sub,
-                    resource_group: rg,
-                    name: &name,
-                    identity_key: super::watcher_identity(&sub, rg, &name),
-                    subscription_key: ids::key(&sub),
-                    location: &location,
-                    location_key: ids::location_key(&location),
-                    tags: serde_json::json!({}),
-                    etag: Uuid::new_v4(),
-                    provisioning_state: "Succeeded",
-                })
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-            if enrolling {
-                return Ok(Some(issue_credential(conn, &key, credential_ttl).await?));
+            row.upsert(conn).await?;
+            lifecycle::agent::restarted(conn, &key, &req.running_captures, now).await?;
+            WatcherRow::ensure_default(conn, &machine.subscription, &location).await?;
+            match enrolling {
+                true => Ok(Some(issue_credential(conn, &key, credential_ttl).await?)),
+                false => Ok(None),
             }
-            Ok(None)
-            })
-    .await?;
-    crate::sweeper::settle(&mut conn, None).await?;
-    tracing::info!(machine = %machine_id, %agent_id, "agent registered");
+        })
+        .await?;
+    lifecycle::settle(&mut conn, None, now).await?;
+    tracing::info!(machine = %req.machine_id, %agent_id, "agent registered");
     Ok(HttpResponse::Ok().json(RegisterResponse {
         agent_id,
         max_poll_seconds: state.timing.max_poll().as_secs().max(1) as u32,
@@ -181,6 +111,54 @@ pub async fn register(
         credential_expires_on: issued.as_ref().map(|(_, e)| *e),
         credential: issued.map(|(c, _)| c),
     }))
+}
+
+/// The machine a registration names: a VM or a scale set instance.
+fn machine_of(req: &RegisterRequest) -> ApiResult<ResourceId> {
+    let machine = ResourceId::parse(&req.machine_id)
+        .filter(is_machine_id)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                ErrorCode::InvalidParameter,
+                "machineId",
+                format!(
+                    "'{}' is not a virtual machine resource id (/subscriptions/{{s}}/resourceGroups/{{rg}}/providers/Microsoft.Compute/virtualMachines/{{name}}).",
+                    req.machine_id
+                ),
+            )
+        })?;
+    ids::validate_subscription(&machine.subscription)?;
+    Ok(machine)
+}
+
+/// Who may register the machine `key`: the holder of an enrollment token whose scope holds it
+/// (`true`: a credential is issued), or of the machine's own credential.
+async fn admit(conn: &mut AsyncPgConnection, bearer: &AgentBearer, key: &str) -> ApiResult<bool> {
+    match &bearer.0 {
+        None => Ok(false),
+        Some(t) if t.starts_with(ENROLLMENT_PREFIX) => {
+            redeem(conn, t, key).await?;
+            Ok(true)
+        }
+        Some(t) if t.starts_with(CREDENTIAL_PREFIX) => {
+            let own: bool = diesel::select(diesel::dsl::exists(
+                machines::table
+                    .filter(machines::resource_key.eq(key))
+                    .filter(credential_matches(t)),
+            ))
+            .get_result(conn)
+            .await?;
+            if !own {
+                return Err(unauthorized(
+                    "The credential is not this machine's, or it expired or was revoked.",
+                ));
+            }
+            Ok(false)
+        }
+        Some(_) => Err(unauthorized(
+            "Register with an enrollment token (cet_...) or the machine's credential (cac_...).",
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -245,8 +223,11 @@ async fn assignments(
 ) -> ApiResult<(Assignments, Vec<CaptureRow>)> {
     let rows: Vec<CaptureRow> = packet_captures::table
         .filter(packet_captures::machine_key.eq(machine_key))
-        .filter(packet_captures::status.eq_any(["NotStarted", "Running"]))
-        .filter(packet_captures::provisioning_state.ne_all(["Failed", "Canceled"]))
+        .filter(packet_captures::status.eq_any([CaptureStatus::NotStarted, CaptureStatus::Running]))
+        .filter(
+            packet_captures::provisioning_state
+                .ne_all([ProvisioningState::Failed, ProvisioningState::Canceled]),
+        )
         .order((packet_captures::created_at, packet_captures::id))
         .select(CaptureRow::as_select())
         .load(conn)
@@ -254,7 +235,7 @@ async fn assignments(
     let captures: Vec<CaptureAssignment> = rows.iter().filter_map(to_assignment).collect();
     let transfers: Vec<TransferRequest> = file_transfers::table
         .filter(file_transfers::machine_key.eq(machine_key))
-        .filter(file_transfers::state.eq("Requested"))
+        .filter(file_transfers::state.eq(TransferState::Requested))
         .order(file_transfers::created_at)
         .select((file_transfers::id, file_transfers::capture_id))
         .load::<(Uuid, Uuid)>(conn)
@@ -267,8 +248,8 @@ async fn assignments(
         .collect();
     let uploads: Vec<PendingUpload> = packet_captures::table
         .filter(packet_captures::machine_key.eq(machine_key))
-        .filter(packet_captures::upload_state.eq("Pending"))
-        .filter(packet_captures::status.eq_any(["Stopped", "Error"]))
+        .filter(packet_captures::upload_state.eq(UploadState::Pending))
+        .filter(packet_captures::status.eq_any([CaptureStatus::Stopped, CaptureStatus::Error]))
         // A capture that never started has no file to upload.
         .filter(packet_captures::capture_start_time.is_not_null())
         .order((packet_captures::created_at, packet_captures::id))
@@ -461,16 +442,6 @@ fn scopeguard(state: &AppState) -> PollGuard {
     PollGuard(state.metrics.clone())
 }
 
-fn counters_i64(c: &CaptureCounters) -> (i64, i64, i64, serde_json::Value) {
-    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    (
-        i(c.packets),
-        i(c.bytes),
-        i(c.kernel_drops),
-        serde_json::to_value(&c.files).unwrap_or_default(),
-    )
-}
-
 /// Report the state of a capture assigned to this agent's machine.
 #[utoipa::path(
     tag = "Agent protocol",
@@ -492,109 +463,10 @@ pub async fn report(
     let (agent_id, capture_id) = path.into_inner();
     let report: CaptureReport = super::agent_body(&body, "report")?;
     let mut conn = state.conn().await?;
-    conn.transaction::<_, ApiError, _>(async move |conn| {
-            let machine = touch(conn, agent_id, &bearer).await?;
-            // A scale set instance: lock its parent first, in the order stop and delete use
-            // (parent, then instances), so that the two cannot deadlock.
-            let parent: Option<Option<Uuid>> = packet_captures::table
-                .find(capture_id)
-                .select(packet_captures::parent_id)
-                .first(conn)
-                .await
-                .optional()?;
-            if let Some(Some(parent)) = parent {
-                packet_captures::table
-                    .find(parent)
-                    .select(packet_captures::id)
-                    .for_update()
-                    .first::<Uuid>(conn)
-                    .await
-                    .optional()?;
-            }
-            let c: CaptureRow = packet_captures::table
-                .find(capture_id)
-                .filter(packet_captures::machine_key.eq(&machine.resource_key))
-                .select(CaptureRow::as_select())
-                .for_update()
-                .first(conn)
-                .await
-                .optional()?
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "CaptureNotAssigned",
-                        format!("Capture {capture_id} is not assigned to this agent's machine (or was deleted)."),
-                    )
-                })?;
-            let active = c.status == "NotStarted" || c.status == "Running";
-            let now = Utc::now();
-            let target = packet_captures::table.find(c.id);
-            let succeeded_if_updating = if c.provisioning_state == "Updating" { "Succeeded" } else { c.provisioning_state.as_str() };
-            match &report {
-                CaptureReport::Running { start_time, .. } => {
-                    if c.status == "NotStarted" {
-                        diesel::update(target)
-                            .set((
-                                packet_captures::status.eq("Running"),
-                                packet_captures::capture_start_time.eq(start_time),
-                                packet_captures::provisioning_state.eq(succeeded_if_updating),
-                            ))
-                            .execute(conn)
-                            .await?;
-                    }
-                }
-                CaptureReport::Stopped { stop_reason, .. } => {
-                    if active {
-                        let reason = match (stop_reason, &c.stop_requested_reason) {
-                            (StopReason::StoppedByUser, Some(requested)) => requested.clone(),
-                            (r, _) => r.as_str().to_string(),
-                        };
-                        diesel::update(target)
-                            .set((
-                                packet_captures::status.eq("Stopped"),
-                                packet_captures::stop_reason.eq(reason),
-                                packet_captures::stopped_at.eq(now),
-                                packet_captures::desired_running.eq(false),
-                                packet_captures::provisioning_state.eq(succeeded_if_updating),
-                            ))
-                            .execute(conn)
-                            .await?;
-                    }
-                }
-                CaptureReport::Failed { code, message, .. } => {
-                    if active {
-                        diesel::update(target)
-                            .set((
-                                packet_captures::status.eq("Error"),
-                                packet_captures::errors.eq(serde_json::json!([code.as_str()])),
-                                packet_captures::error_message.eq(message),
-                                packet_captures::stop_reason.eq(StopReason::CaptureError.as_str()),
-                                packet_captures::stopped_at.eq(now),
-                                packet_captures::desired_running.eq(false),
-                                packet_captures::provisioning_state.eq(
-                                    if c.provisioning_state == "Updating" { "Failed" } else { c.provisioning_state.as_str() },
-                                ),
-                            ))
-                            .execute(conn)
-                            .await?;
-                    }
-                }
-            }
-            // Counters and files, whatever the state.
-            let (p, b, d, f) = counters_i64(report.counters());
-            diesel::update(target)
-                .set((
-                    packet_captures::packets.eq(p),
-                    packet_captures::bytes.eq(b),
-                    packet_captures::kernel_drops.eq(d),
-                    packet_captures::files.eq(f),
-                    packet_captures::updated_at.eq(now),
-                ))
-                .execute(conn)
-                .await?;
-            crate::sweeper::settle(conn, Some(c.id)).await?;
-            Ok(())
-            })
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        let machine = touch(conn, agent_id, &bearer).await?;
+        lifecycle::agent::report(conn, &machine.resource_key, capture_id, &report, Utc::now()).await
+    })
     .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -606,7 +478,7 @@ pub async fn report(
     operation_id = "Agents_RotateCredential",
     params(("agentId" = Uuid, Path)),
     responses(
-        (status = 200, description = "The new credential", body = agent_client::AgentCredential),
+        (status = 200, description = "The new credential", body = agent_protocol::AgentCredential),
         (status = 401, description = "Not this agent's credential", body = CloudError),
         (status = 404, description = "Unknown agent", body = CloudError),
     )
@@ -619,8 +491,8 @@ pub async fn rotate_credential(
 ) -> ApiResult<HttpResponse> {
     let agent_id = path.into_inner();
     if bearer.0.is_none() {
-        return Err(ApiError::bad_request(
-            "AuthenticationDisabled",
+        return Err(ApiError::new(
+            ErrorCode::AuthenticationDisabled,
             "Authentication is disabled on this server: agents have no credentials.",
         ));
     }
@@ -641,7 +513,7 @@ pub async fn rotate_credential(
         ));
     };
     tracing::info!(%machine, "agent credential rotated");
-    Ok(HttpResponse::Ok().json(agent_client::AgentCredential {
+    Ok(HttpResponse::Ok().json(agent_protocol::AgentCredential {
         credential,
         expires_on,
     }))

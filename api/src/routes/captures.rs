@@ -1,54 +1,48 @@
-//! `Microsoft.Network/networkWatchers/{nw}/packetCaptures`.
+//! `Microsoft.Network/networkWatchers/{nw}/packetCaptures`. The handlers validate and answer;
+//! every state change is a call into [`crate::lifecycle`].
+
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Nullable, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::watcher_scope;
-use super::{check_scope, find_watcher, json_body, lro_response, next_link, skiptoken};
+use super::paths::{
+    CaptureAddress, CaptureDelete, CapturePath, CaptureQueryStatus, CaptureRead, CaptureStop,
+    CaptureWrite, WatcherPath,
+};
+use super::{json_body, lro_response, next_link, skiptoken};
 use crate::arm::api_version::NetworkApiVersion;
-use crate::arm::ids::{self, validate_resource_name};
+use crate::arm::ids::validate_resource_name;
 use crate::arm::models::{
     PacketCapture, PacketCaptureListResult, PacketCaptureParameters,
     PacketCaptureQueryStatusResult, PacketCaptureResult, PacketCaptureResultProperties, etag,
 };
-use crate::arm::validate;
+use crate::arm::put::{self, Existing, Preconditions, PutDecision};
+use crate::arm::validate::{self, ValidCapture};
 use crate::auth::{Caller, actions};
-use crate::db::models::{CaptureRow, NewCapture, WatcherRow};
-use crate::db::schema::{operations, packet_captures};
-use crate::error::{ApiError, ApiResult, CloudError};
-use crate::state::AppState;
-
-type CapturePath = web::Path<(String, String, String, String)>;
+use crate::db::models::{CaptureRow, StorageAccountRow, WatcherRow};
+use crate::db::schema::packet_captures;
+use crate::db::watchers::Lock;
+use crate::error::{ApiError, ApiResult, CloudError, ErrorCode};
+use crate::lifecycle::create::NewCaptureSpec;
+use crate::lifecycle::{self, ProvisioningState, stop::Request};
+use crate::state::{AppState, CaptureReads, CaptureView};
 
 pub fn to_model(c: &CaptureRow) -> PacketCaptureResult {
-    let parameters: PacketCaptureParameters = match serde_json::from_value(c.parameters.clone()) {
-        Ok(p) => p,
-        Err(e) => {
+    let parameters: PacketCaptureParameters = serde_json::from_value(c.parameters.clone())
+        .unwrap_or_else(|e| {
             // Written by this server from the same type: cannot happen short of manual edits.
             tracing::error!(capture = %c.id, error = %e, "stored parameters do not parse");
-            PacketCaptureParameters {
-                target: String::new(),
-                scope: None,
-                target_type: None,
-                bytes_to_capture_per_packet: None,
-                total_bytes_per_session: None,
-                time_limit_in_seconds: None,
-                storage_location: crate::arm::models::PacketCaptureStorageLocation {
-                    storage_id: None,
-                    storage_path: None,
-                    file_path: None,
-                    local_path: None,
-                },
-                filters: None,
-                continuous_capture: None,
-                capture_settings: None,
-            }
-        }
+            PacketCaptureParameters::default()
+        });
+    let provisioning_state = if c.deleting {
+        ProvisioningState::Deleting
+    } else {
+        c.provisioning_state
     };
     PacketCaptureResult {
         name: c.name.clone(),
@@ -56,11 +50,7 @@ pub fn to_model(c: &CaptureRow) -> PacketCaptureResult {
         etag: etag(c.etag),
         properties: PacketCaptureResultProperties {
             parameters,
-            provisioning_state: if c.deleting {
-                "Deleting".to_string()
-            } else {
-                c.provisioning_state.clone()
-            },
+            provisioning_state: provisioning_state.to_string(),
         },
     }
 }
@@ -70,8 +60,8 @@ pub fn status_model(c: &CaptureRow) -> PacketCaptureQueryStatusResult {
         name: c.name.clone(),
         id: c.resource_id.clone(),
         capture_start_time: c.capture_start_time,
-        packet_capture_status: c.status.clone(),
-        stop_reason: c.stop_reason.clone(),
+        packet_capture_status: c.status.to_string(),
+        stop_reason: c.stop_reason.map(|r| r.to_string()),
         packet_capture_error: serde_json::from_value(c.errors.clone()).unwrap_or_default(),
         packets_captured: c.packets,
         bytes_captured: c.bytes,
@@ -85,13 +75,13 @@ pub fn status_model(c: &CaptureRow) -> PacketCaptureQueryStatusResult {
 async fn capture_storage_account(
     conn: &mut AsyncPgConnection,
     storage_id: &str,
-) -> ApiResult<crate::db::models::StorageAccountRow> {
+) -> ApiResult<StorageAccountRow> {
     const TARGET: &str = "properties.storageLocation.storageId";
     let account = crate::storage::accounts::find(conn, storage_id)
         .await?
         .ok_or_else(|| {
             ApiError::invalid(
-                "StorageAccountNotFound",
+                ErrorCode::StorageAccountNotFound,
                 TARGET,
                 format!(
                     "The storage account '{storage_id}' is not registered with this server (register it with `capture-api storage-accounts add`)."
@@ -100,7 +90,7 @@ async fn capture_storage_account(
         })?;
     if account.premium {
         return Err(ApiError::invalid(
-            "PremiumStorageAccountNotSupported",
+            ErrorCode::PremiumStorageAccountNotSupported,
             TARGET,
             format!(
                 "The storage account '{storage_id}' is a premium storage account: premium storage accounts are not supported for packet captures."
@@ -110,74 +100,24 @@ async fn capture_storage_account(
     Ok(account)
 }
 
-/// The capture `{nw}/{name}` and its watcher, in one round trip; a 404 names what is missing.
-pub(super) async fn find_watcher_and_capture(
-    conn: &mut AsyncPgConnection,
-    subscription: &str,
-    rg: &str,
-    nw: &str,
-    name: &str,
-) -> ApiResult<CaptureRow> {
-    use crate::db::schema::network_watchers;
-    let row: Option<CaptureRow> = packet_captures::table
-        .inner_join(network_watchers::table)
-        .filter(network_watchers::identity_key.eq(super::watcher_identity(subscription, rg, nw)))
-        .filter(packet_captures::name_key.eq(ids::key(name)))
-        .filter(packet_captures::parent_id.is_null())
-        .select(CaptureRow::as_select())
-        .first(conn)
-        .await
-        .optional()?;
-    match row {
-        Some(c) => Ok(c),
-        // Tell apart a missing watcher from a missing capture.
-        None => {
-            let watcher = find_watcher(conn, subscription, rg, nw).await?;
-            Err(capture_not_found(&watcher, name))
-        }
-    }
-}
-
-/// [`find_watcher_and_capture`], shared by concurrent readers of the same capture.
+/// [`CaptureAddress::fetch`], shared by concurrent readers of the same capture.
 async fn read_capture(
     state: &AppState,
-    reads: &web::Data<crate::state::CaptureReads>,
-    subscription: &str,
-    rg: &str,
-    nw: &str,
-    name: &str,
-) -> ApiResult<std::sync::Arc<crate::state::CaptureView>> {
-    let key = ids::key(&format!("{subscription}/{rg}/{nw}/{name}"));
-    let (state2, sub, rg, nw, name) = (
-        state.clone(),
-        subscription.to_string(),
-        rg.to_string(),
-        nw.to_string(),
-        name.to_string(),
-    );
+    reads: &web::Data<CaptureReads>,
+    address: &CaptureAddress,
+) -> ApiResult<Arc<CaptureView>> {
+    let (state, address2) = (state.clone(), address.clone());
     reads
         .clone()
         .into_inner()
-        .read(key, move || {
-            let (state, sub, rg, nw, name) = (
-                state2.clone(),
-                sub.clone(),
-                rg.clone(),
-                nw.clone(),
-                name.clone(),
-            );
+        .read(address.key(), move || {
+            let (state, address) = (state.clone(), address2.clone());
             async move {
                 let mut conn = state.conn().await?;
-                let row = find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?;
+                let row = address.fetch(&mut conn).await?;
                 let model = to_model(&row);
-                let resource_json = serde_json::to_vec(&model).map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "InternalServerError",
-                        e.to_string(),
-                    )
-                })?;
-                Ok(crate::state::CaptureView {
+                let resource_json = serde_json::to_vec(&model).map_err(ApiError::internal)?;
+                Ok(CaptureView {
                     row,
                     etag: model.etag,
                     resource_json: resource_json.into(),
@@ -185,33 +125,6 @@ async fn read_capture(
             }
         })
         .await
-}
-
-/// The capture `name` of `watcher`, locked until the transaction ends (the writers' read).
-async fn lock_capture(
-    conn: &mut AsyncPgConnection,
-    watcher: &WatcherRow,
-    name: &str,
-) -> ApiResult<Option<CaptureRow>> {
-    Ok(packet_captures::table
-        .filter(packet_captures::watcher_id.eq(watcher.id))
-        .filter(packet_captures::name_key.eq(ids::key(name)))
-        .filter(packet_captures::parent_id.is_null())
-        .select(CaptureRow::as_select())
-        .for_update()
-        .first(conn)
-        .await
-        .optional()?)
-}
-
-fn capture_not_found(watcher: &WatcherRow, name: &str) -> ApiError {
-    ApiError::resource_not_found(
-        &format!(
-            "Microsoft.Network/networkWatchers/{}/packetCaptures/{name}",
-            watcher.name
-        ),
-        &watcher.resource_group,
-    )
 }
 
 /// Parameters compared for an idempotent PUT: everything the client gave, not what the
@@ -224,17 +137,96 @@ fn comparable(p: &serde_json::Value) -> serde_json::Value {
     p
 }
 
-fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+fn as_existing(c: &CaptureRow, parameters: &serde_json::Value) -> Existing {
+    Existing {
+        etag: etag(c.etag),
+        deleting: c.deleting,
+        same_parameters: comparable(&c.parameters) == comparable(parameters),
+    }
 }
 
-fn etag_matches(header_value: &str, current: &str) -> bool {
-    header_value.split(',').map(str::trim).any(|t| {
-        t == "*" || t == current || t.trim_start_matches("W/") == current.trim_start_matches("W/")
+/// Capturing a machine's traffic is a write at the machine's scope too, and storing it needs
+/// at least a view of the storage account.
+async fn authorize_target(
+    state: &AppState,
+    caller: &Caller,
+    valid: &ValidCapture,
+) -> ApiResult<()> {
+    let target = &valid.parameters.target;
+    caller
+        .authorize(&state.auth, actions::CAPTURE_WRITE, target)
+        .await?;
+    if let Some(id) = &valid.parameters.storage_location.storage_id {
+        caller
+            .authorize(&state.auth, actions::STORAGE_ACCOUNT_READ, id)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The capture to create from a validated body: its storage account is looked up, and its
+/// blob path set.
+async fn new_capture<'a>(
+    conn: &mut AsyncPgConnection,
+    name: &'a str,
+    valid: &ValidCapture,
+    principal: &'a str,
+    deadline: DateTime<Utc>,
+) -> ApiResult<NewCaptureSpec<'a>> {
+    let mut params = valid.parameters.clone();
+    let storage = match &params.storage_location.storage_id {
+        Some(id) => {
+            let account = capture_storage_account(conn, id).await?;
+            let blob = crate::storage::blob_name(&valid.target, Utc::now());
+            params.storage_location.storage_path =
+                Some(crate::storage::blob_url(&account.blob_endpoint, &blob));
+            Some((account.id, blob))
+        }
+        None => None,
+    };
+    Ok(NewCaptureSpec {
+        name,
+        parameters: serde_json::to_value(&params).map_err(ApiError::internal)?,
+        machine_key: valid.machine_key.clone(),
+        time_limit_seconds: i32::try_from(valid.time_limit_seconds).unwrap_or(i32::MAX),
+        is_scale_set: params.target_type.as_deref() == Some("AzureVMSS"),
+        storage,
+        deadline,
+        principal,
     })
+}
+
+/// The PUT in its transaction: the capture created, or the same one again.
+async fn put_capture(
+    conn: &mut AsyncPgConnection,
+    address: &CaptureAddress,
+    pre: &Preconditions,
+    spec: NewCaptureSpec<'_>,
+) -> ApiResult<(CaptureRow, WatcherRow, Uuid)> {
+    let watcher = address.watcher.fetch(conn, Lock::Share).await?;
+    if watcher.provisioning_state == ProvisioningState::Deleting {
+        return Err(ApiError::new(
+            ErrorCode::AnotherOperationInProgress,
+            format!("The network watcher '{}' is being deleted.", watcher.name),
+        ));
+    }
+    let name = &address.name;
+    let parameters = spec.parameters.clone();
+    let mut existing = address.lock(conn, &watcher).await?;
+    let seen = existing.as_ref().map(|c| as_existing(c, &parameters));
+    if put::decide(seen.as_ref(), pre, name)? == PutDecision::Create {
+        if let Some((row, op)) = lifecycle::create::create(conn, &watcher, spec, Utc::now()).await?
+        {
+            return Ok((row, watcher, op));
+        }
+        // A concurrent PUT of the same name won: this one is judged as its retry.
+        existing = address.lock(conn, &watcher).await?;
+        let seen = existing.as_ref().map(|c| as_existing(c, &parameters));
+        put::decide_after_race(seen.as_ref(), pre, name)?;
+    }
+    let existing = existing.ok_or_else(|| ApiError::internal("PUT decision without a capture"))?;
+    let op = existing.create_operation(conn).await?;
+    Ok((existing, watcher, op))
 }
 
 /// Create a packet capture (long-running: 201, then follow Azure-AsyncOperation).
@@ -269,163 +261,28 @@ fn etag_matches(header_value: &str, current: &str) -> bool {
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
-    caller: Caller,
-    path: CapturePath,
+    path: CapturePath<CaptureWrite>,
     v: NetworkApiVersion,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    let (sub, rg, nw, name) = path.into_inner();
-    super::authorize_capture(
-        &caller,
-        &state,
-        actions::CAPTURE_WRITE,
-        (&sub, &rg, &nw, &name),
-    )
-    .await?;
-    let principal = caller.id().to_string();
-    validate_resource_name(&name, "packet capture")?;
+    validate_resource_name(&path.name, "packet capture")?;
     let valid = validate::capture_body(&json_body(&body)?)?;
-    // Capturing a machine's traffic is a write at the machine's scope too, and storing it
-    // needs at least a view of the storage account.
-    caller
-        .authorize(&state, actions::CAPTURE_WRITE, &valid.parameters.target)
-        .await?;
-    if let Some(id) = &valid.parameters.storage_location.storage_id {
-        caller
-            .authorize(&state, actions::STORAGE_ACCOUNT_READ, id)
-            .await?;
-    }
-    let if_match = header(&req, "If-Match").map(str::to_string);
-    let if_none_match = header(&req, "If-None-Match").map(str::to_string);
-
-    let now = Utc::now();
-    let mut params = valid.parameters.clone();
+    authorize_target(&state, &path.caller, &valid).await?;
+    let pre = Preconditions::of(&req);
+    let principal = path.caller.id().to_string();
+    let deadline = Utc::now() + state.timing.agent_wait;
     let mut conn = state.conn().await?;
-    let storage = match &params.storage_location.storage_id {
-        Some(id) => {
-            let account = capture_storage_account(&mut conn, id).await?;
-            let blob = crate::storage::blob_name(&valid.target, now);
-            params.storage_location.storage_path =
-                Some(crate::storage::blob_url(&account.blob_endpoint, &blob));
-            Some((account.id, blob))
-        }
-        None => None,
-    };
-    let params_json = serde_json::to_value(&params).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerError",
-            e.to_string(),
-        )
-    })?;
-    let deadline = now + state.timing.agent_wait;
-    let (row, watcher, op_id) = conn
-        .transaction::<_, ApiError, _>(async move |conn| {
-                let watcher = super::find_watcher_for_share(conn, &sub, &rg, &nw).await?;
-                if watcher.provisioning_state == "Deleting" {
-                    return Err(ApiError::conflict(
-                        "AnotherOperationInProgress",
-                        format!("The network watcher '{}' is being deleted.", watcher.name),
-                    ));
-                }
-                let mut existing = lock_capture(conn, &watcher, &name).await?;
-                if existing.is_none() {
-                    if if_match.is_some() {
-                        return Err(ApiError::new(
-                            StatusCode::PRECONDITION_FAILED,
-                            "PreconditionFailed",
-                            format!("The packet capture '{name}' does not exist, so If-Match cannot match."),
-                        ));
-                    }
-                    let id = Uuid::new_v4();
-                    let resource_id = format!("{}/packetCaptures/{name}", super::watchers::to_model(&watcher).id);
-                    let inserted = diesel::insert_into(packet_captures::table)
-                        .values(NewCapture {
-                            id,
-                            watcher_id: watcher.id,
-                            name: &name,
-                            name_key: ids::key(&name),
-                            resource_id: resource_id.clone(),
-                            parameters: params_json.clone(),
-                            machine_key: valid.machine_key.clone(),
-                            etag: Uuid::new_v4(),
-                            provisioning_state: "Updating",
-                            status: "NotStarted",
-                            time_limit_seconds: valid.time_limit_seconds as i32,
-                            is_scale_set: valid.parameters.target_type.as_deref() == Some("AzureVMSS"),
-                            storage_account_id: storage.as_ref().map(|(a, _)| *a),
-                            blob_name: storage.as_ref().map(|(_, b)| b.clone()),
-                            upload_state: storage.as_ref().map(|_| "Pending"),
-                        })
-                        .on_conflict_do_nothing()
-                        .returning(CaptureRow::as_returning())
-                        .get_result(conn)
-                        .await
-                        .optional()?;
-                    match inserted {
-                        Some(row) => {
-                            let op_id =
-
-                                super::start_operation(conn, &watcher, "CreateCapture", &resource_id, Some(id), deadline, &principal).await?;
-                            if row.is_scale_set {
-                                crate::sweeper::expand_scale_sets(conn, Some(id)).await?;
-                            }
-                            return Ok((row, watcher, op_id));
-                        }
-                        // A concurrent PUT of the same name won: treat this one as its retry.
-                        None => existing = lock_capture(conn, &watcher, &name).await?,
-                    }
-                }
-                let Some(existing) = existing else {
-                    return Err(ApiError::conflict(
-                        "Conflict",
-                        format!("The packet capture '{name}' was deleted while it was being created; retry."),
-                    ));
-                };
-                let current = etag(existing.etag);
-                if if_none_match.as_deref().is_some_and(|h| etag_matches(h, &current)) {
-                    return Err(ApiError::new(
-                        StatusCode::PRECONDITION_FAILED,
-                        "PreconditionFailed",
-                        format!("The packet capture '{name}' already exists (If-None-Match)."),
-                    ));
-                }
-                if if_match.as_deref().is_some_and(|h| !etag_matches(h, &current)) {
-                    return Err(ApiError::new(
-                        StatusCode::PRECONDITION_FAILED,
-                        "PreconditionFailed",
-                        format!("The ETag of packet capture '{name}' is {current}, not the one in If-Match."),
-                    ));
-                }
-                if existing.deleting {
-                    return Err(ApiError::conflict(
-                        "AnotherOperationInProgress",
-                        format!("The packet capture '{name}' is being deleted; create it again once the delete completed."),
-                    ));
-                }
-                if comparable(&existing.parameters) != comparable(&params_json) {
-                    return Err(ApiError::conflict(
-                        "PacketCaptureParametersConflict",
-                        format!("A packet capture named '{name}' already exists with different parameters. Packet captures cannot be updated: delete it first, or use another name."),
-                    ));
-                }
-                let op_id: Uuid = operations::table
-                    .filter(operations::capture_id.eq(existing.id))
-                    .filter(operations::kind.eq("CreateCapture"))
-                    .select(operations::id)
-                    .first(conn)
-                    .await?;
-                Ok((existing, watcher, op_id))
-                    })
+    let spec = new_capture(&mut conn, &path.name, &valid, &principal, deadline).await?;
+    let (row, watcher, op) = conn
+        .transaction::<_, ApiError, _>(async |conn| put_capture(conn, &path, &pre, spec).await)
         .await?;
     state.metrics.captures_created.inc();
     let model = to_model(&row);
     Ok(lro_response(
         StatusCode::CREATED,
         &state.base_url(&req),
-        &watcher.subscription_id,
-        &watcher.location,
-        op_id,
+        &watcher,
+        op,
         &v.0,
     )
     .insert_header(("ETag", model.etag.clone()))
@@ -452,20 +309,11 @@ pub async fn create(
 )]
 pub async fn get_capture(
     state: web::Data<AppState>,
-    caller: Caller,
-    reads: web::Data<crate::state::CaptureReads>,
-    path: CapturePath,
+    reads: web::Data<CaptureReads>,
+    path: CapturePath<CaptureRead>,
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
-    let (sub, rg, nw, name) = path.into_inner();
-    super::authorize_capture(
-        &caller,
-        &state,
-        actions::CAPTURE_READ,
-        (&sub, &rg, &nw, &name),
-    )
-    .await?;
-    let c = read_capture(&state, &reads, &sub, &rg, &nw, &name).await?;
+    let c = read_capture(&state, &reads, &path).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("ETag", c.etag.clone()))
         .content_type("application/json")
@@ -492,22 +340,12 @@ pub async fn get_capture(
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String, String)>,
+    path: WatcherPath<CaptureRead>,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
-    let (sub, rg, nw) = path.into_inner();
-    check_scope(&sub, Some(&rg))?;
-    caller
-        .authorize(
-            &state,
-            actions::CAPTURE_READ,
-            &watcher_scope(&sub, &rg, &nw),
-        )
-        .await?;
     let after = skiptoken(&req).unwrap_or_default();
     let mut conn = state.conn().await?;
-    let watcher = find_watcher(&mut conn, &sub, &rg, &nw).await?;
+    let watcher = path.fetch(&mut conn, Lock::None).await?;
     let rows: Vec<(String, CaptureRow)> = packet_captures::table
         .filter(packet_captures::watcher_id.eq(watcher.id))
         .filter(packet_captures::name_key.gt(&after))
@@ -549,20 +387,11 @@ pub async fn list(
 )]
 pub async fn query_status(
     state: web::Data<AppState>,
-    caller: Caller,
-    reads: web::Data<crate::state::CaptureReads>,
-    path: CapturePath,
+    reads: web::Data<CaptureReads>,
+    path: CapturePath<CaptureQueryStatus>,
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
-    let (sub, rg, nw, name) = path.into_inner();
-    super::authorize_capture(
-        &caller,
-        &state,
-        actions::CAPTURE_QUERY_STATUS,
-        (&sub, &rg, &nw, &name),
-    )
-    .await?;
-    let c = read_capture(&state, &reads, &sub, &rg, &nw, &name).await?;
+    let c = read_capture(&state, &reads, &path).await?;
     Ok(HttpResponse::Ok().json(status_model(&c.row)))
 }
 
@@ -590,56 +419,36 @@ pub async fn query_status(
 pub async fn stop(
     req: HttpRequest,
     state: web::Data<AppState>,
-    caller: Caller,
-    path: CapturePath,
+    path: CapturePath<CaptureStop>,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
-    let (sub, rg, nw, name) = path.into_inner();
-    super::authorize_capture(
-        &caller,
-        &state,
-        actions::CAPTURE_STOP,
-        (&sub, &rg, &nw, &name),
-    )
-    .await?;
-    let principal = caller.id().to_string();
+    let principal = path.caller.id().to_string();
+    let now = Utc::now();
+    let deadline = now + state.timing.stop_grace * 2;
     let mut conn = state.conn().await?;
-    let deadline = Utc::now() + state.timing.stop_grace * 2;
     let outcome = conn
-        .transaction::<_, ApiError, _>(async move |conn| {
-            let watcher = find_watcher(conn, &sub, &rg, &nw).await?;
-            let c = lock_capture(conn, &watcher, &name)
+        .transaction::<_, ApiError, _>(async |conn| {
+            let watcher = path.watcher.fetch(conn, Lock::None).await?;
+            let c = path
+                .lock(conn, &watcher)
                 .await?
-                .ok_or_else(|| capture_not_found(&watcher, &name))?;
-            if c.status != "Running" && c.status != "NotStarted" {
-                return Ok(None);
-            }
-            request_stop(conn, c.id).await?;
-            if c.status == "NotStarted" {
-                crate::sweeper::settle(conn, Some(c.id)).await?;
-                return Ok(None);
-            }
-            let op_id = super::start_operation(
-                conn,
-                &watcher,
-                "StopCapture",
-                &c.resource_id,
-                Some(c.id),
+                .ok_or_else(|| path.not_found(&watcher))?;
+            let request = Request {
+                principal: &principal,
                 deadline,
-                &principal,
-            )
-            .await?;
-            Ok(Some((watcher, op_id)))
+                now,
+            };
+            let op = lifecycle::stop::stop(conn, &watcher, &c, request).await?;
+            Ok(op.map(|op| (watcher, op)))
         })
         .await?;
     match outcome {
         None => Ok(HttpResponse::Ok().finish()),
-        Some((watcher, op_id)) => Ok(lro_response(
+        Some((watcher, op)) => Ok(lro_response(
             StatusCode::ACCEPTED,
             &state.base_url(&req),
-            &watcher.subscription_id,
-            &watcher.location,
-            op_id,
+            &watcher,
+            op,
             &v.0,
         )
         .finish()),
@@ -668,95 +477,37 @@ pub async fn stop(
 pub async fn delete_capture(
     req: HttpRequest,
     state: web::Data<AppState>,
-    caller: Caller,
-    path: CapturePath,
+    path: CapturePath<CaptureDelete>,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
-    let (sub, rg, nw, name) = path.into_inner();
-    super::authorize_capture(
-        &caller,
-        &state,
-        actions::CAPTURE_DELETE,
-        (&sub, &rg, &nw, &name),
-    )
-    .await?;
-    let principal = caller.id().to_string();
+    let principal = path.caller.id().to_string();
+    let now = Utc::now();
+    let deadline = now + state.timing.stop_grace * 2;
     let mut conn = state.conn().await?;
-    let deadline = Utc::now() + state.timing.stop_grace * 2;
     let outcome = conn
-        .transaction::<_, ApiError, _>(async move |conn| {
-            let watcher = find_watcher(conn, &sub, &rg, &nw).await?;
-            let Some(c) = lock_capture(conn, &watcher, &name).await? else {
+        .transaction::<_, ApiError, _>(async |conn| {
+            let watcher = path.watcher.fetch(conn, Lock::None).await?;
+            let Some(c) = path.lock(conn, &watcher).await? else {
                 return Ok(None);
             };
-            stop_and_mark_deleting(conn, None, Some(c.id)).await?;
-            let op_id = super::start_operation(
-                conn,
-                &watcher,
-                "DeleteCapture",
-                &c.resource_id,
-                Some(c.id),
+            let request = Request {
+                principal: &principal,
                 deadline,
-                &principal,
-            )
-            .await?;
-            crate::sweeper::settle(conn, Some(c.id)).await?;
-            Ok(Some((watcher, op_id)))
+                now,
+            };
+            let op = lifecycle::stop::delete_capture(conn, &watcher, &c, request).await?;
+            Ok(Some((watcher, op)))
         })
         .await?;
     match outcome {
         None => Ok(HttpResponse::NoContent().finish()),
-        Some((watcher, op_id)) => Ok(lro_response(
+        Some((watcher, op)) => Ok(lro_response(
             StatusCode::ACCEPTED,
             &state.base_url(&req),
-            &watcher.subscription_id,
-            &watcher.location,
-            op_id,
+            &watcher,
+            op,
             &v.0,
         )
         .finish()),
     }
-}
-
-/// Asks a capture (and, for a scale set, each instance) to stop: running ones are told to stop,
-/// ones that never started are stopped at once.
-async fn request_stop(conn: &mut AsyncPgConnection, capture: Uuid) -> diesel::QueryResult<usize> {
-    diesel::sql_query(
-        "UPDATE packet_captures SET desired_running = false, updated_at = now(),
-             stop_requested_at = coalesce(stop_requested_at, now()),
-             stop_requested_reason = coalesce(stop_requested_reason, 'StoppedByUser'),
-             stop_reason = CASE WHEN status = 'NotStarted' THEN 'StoppedByUser' ELSE stop_reason END,
-             stopped_at = CASE WHEN status = 'NotStarted' THEN now() ELSE stopped_at END,
-             provisioning_state = CASE WHEN status = 'NotStarted' AND provisioning_state = 'Updating'
-                                       THEN 'Canceled' ELSE provisioning_state END,
-             status = CASE WHEN status = 'NotStarted' THEN 'Stopped' ELSE status END
-         WHERE (id = $1 OR parent_id = $1) AND status IN ('NotStarted', 'Running')",
-    )
-    .bind::<SqlUuid, _>(capture)
-    .execute(conn)
-    .await
-}
-
-/// Marks captures (of a watcher, or one capture) as being deleted: running ones are asked to
-/// stop; ones that never started are stopped at once. [`crate::sweeper::settle`] removes each
-/// once it no longer runs.
-pub async fn stop_and_mark_deleting(
-    conn: &mut AsyncPgConnection,
-    watcher: Option<Uuid>,
-    capture: Option<Uuid>,
-) -> diesel::QueryResult<usize> {
-    diesel::sql_query(
-        "UPDATE packet_captures SET deleting = true, desired_running = false, updated_at = now(),
-             stop_requested_at = coalesce(stop_requested_at, now()),
-             stop_requested_reason = coalesce(stop_requested_reason, 'StoppedByUser'),
-             stop_reason = CASE WHEN status = 'NotStarted' THEN 'StoppedByUser' ELSE stop_reason END,
-             stopped_at = CASE WHEN status = 'NotStarted' THEN now() ELSE stopped_at END,
-             status = CASE WHEN status = 'NotStarted' THEN 'Stopped' ELSE status END
-         WHERE ($1::uuid IS NOT NULL AND watcher_id = $1)
-            OR ($2::uuid IS NOT NULL AND (id = $2 OR parent_id = $2))",
-    )
-    .bind::<Nullable<SqlUuid>, _>(watcher)
-    .bind::<Nullable<SqlUuid>, _>(capture)
-    .execute(conn)
-    .await
 }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -14,15 +13,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::agent_files::{notify, transfer_key};
-use super::captures::find_watcher_and_capture;
+use super::paths::{CapturePath, CaptureRead};
 use crate::arm::api_version::NetworkApiVersion;
-use crate::auth::{Caller, actions};
 use crate::db::models::{CaptureRow, TransferRow};
 use crate::db::schema::{file_transfers, machines, transfer_chunks};
-use crate::error::{ApiError, ApiResult, CloudError};
+use crate::error::{ApiError, ApiResult, CloudError, ErrorCode};
+use crate::lifecycle::{TransferState, UploadState};
 use crate::state::AppState;
-
-type CapturePath = web::Path<(String, String, String, String)>;
 
 /// How long a caller waits for the agent to start sending a file.
 const AGENT_ANSWER_WAIT: Duration = Duration::from_secs(30);
@@ -45,7 +42,7 @@ pub struct PacketCaptureDownload {
 }
 
 fn not_available(message: impl Into<String>) -> ApiError {
-    ApiError::conflict("CaptureFileNotAvailable", message)
+    ApiError::new(ErrorCode::CaptureFileNotAvailable, message)
 }
 
 /// Get a capture's file: a short-lived read-only SAS URL of its blob once uploaded, else the
@@ -78,21 +75,12 @@ fn not_available(message: impl Into<String>) -> ApiError {
 pub async fn download(
     req: HttpRequest,
     state: web::Data<AppState>,
-    caller: Caller,
-    path: CapturePath,
+    path: CapturePath<CaptureRead>,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
-    let (sub, rg, nw, name) = path.into_inner();
-    super::authorize_capture(
-        &caller,
-        &state,
-        actions::CAPTURE_READ,
-        (&sub, &rg, &nw, &name),
-    )
-    .await?;
     let mut conn = state.conn().await?;
-    let c = find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?;
-    if c.upload_state.as_deref() == Some("Uploaded")
+    let c = path.fetch(&mut conn).await?;
+    if c.upload_state == Some(UploadState::Uploaded)
         && let (Some(account_id), Some(blob)) = (c.storage_account_id, &c.blob_name)
         && let Some(account) = crate::storage::accounts::by_ids(&mut conn, &[account_id])
             .await?
@@ -153,21 +141,12 @@ pub async fn download(
 )]
 pub async fn content(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: CapturePath,
+    path: CapturePath<CaptureRead>,
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
-    let (sub, rg, nw, name) = path.into_inner();
-    super::authorize_capture(
-        &caller,
-        &state,
-        actions::CAPTURE_READ,
-        (&sub, &rg, &nw, &name),
-    )
-    .await?;
     let c = {
         let mut conn = state.conn().await?;
-        find_watcher_and_capture(&mut conn, &sub, &rg, &nw, &name).await?
+        path.fetch(&mut conn).await?
     };
     check_agent_file(&c)?;
     stream_from_agent(&state, c).await
@@ -176,8 +155,8 @@ pub async fn content(
 /// Whether the capture's agent can have a file for it.
 fn check_agent_file(c: &CaptureRow) -> ApiResult<()> {
     if c.is_scale_set {
-        return Err(ApiError::bad_request(
-            "DownloadNotSupportedForScaleSet",
+        return Err(ApiError::new(
+            ErrorCode::DownloadNotSupportedForScaleSet,
             "A scale set capture has one file per instance: download them from the storage account (storageLocation.storagePath).",
         ));
     }
@@ -202,63 +181,8 @@ async fn stream_from_agent(state: &AppState, c: CaptureRow) -> ApiResult<HttpRes
         id,
         finished: false,
     };
-    {
-        let mut conn = state.conn().await?;
-        let lost: Option<bool> = machines::table
-            .find(&c.machine_key)
-            .select(machines::lost)
-            .first(&mut conn)
-            .await
-            .optional()?;
-        if lost != Some(false) {
-            return Err(ApiError::conflict(
-                "CaptureAgentUnavailable",
-                format!(
-                    "The agent of '{}' is not connected: the file cannot be fetched now.",
-                    c.machine_key
-                ),
-            ));
-        }
-        diesel::insert_into(file_transfers::table)
-            .values((
-                file_transfers::id.eq(id),
-                file_transfers::capture_id.eq(c.id),
-                file_transfers::machine_key.eq(&c.machine_key),
-            ))
-            .execute(&mut conn)
-            .await?;
-        notify(&mut conn, &c.machine_key).await?;
-    }
-    // Wait for the agent to start sending (or decline).
-    let deadline = tokio::time::Instant::now() + AGENT_ANSWER_WAIT;
-    let t = loop {
-        sub.mark_seen();
-        let t = transfer(state, id).await?;
-        match t.state.as_str() {
-            "Sending" | "Done" => break t,
-            "Failed" => {
-                return Err(not_available(format!(
-                    "The agent cannot send the file of '{}': {}",
-                    c.name,
-                    t.error_message.unwrap_or_default()
-                )));
-            }
-            _ => {}
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "AgentTimeout",
-                format!(
-                    "The agent of '{}' did not start sending the file within {} s.",
-                    c.machine_key,
-                    AGENT_ANSWER_WAIT.as_secs()
-                ),
-            ));
-        }
-        sub.changed(deadline - now).await;
-    };
+    request_transfer(state, &c, id).await?;
+    let t = wait_for_sender(state, &c, id, &mut sub).await?;
     let size = t.size.unwrap_or(0).max(0) as u64;
     let reader = ChunkReader {
         state: state.clone(),
@@ -293,6 +217,72 @@ async fn stream_from_agent(state: &AppState, c: CaptureRow) -> ApiResult<HttpRes
             format!("attachment; filename=\"{file_name}\""),
         ))
         .body(SizedStream::new(size, stream)))
+}
+
+/// Asks the capture's agent (which must be connected) to send its file as transfer `id`.
+async fn request_transfer(state: &AppState, c: &CaptureRow, id: Uuid) -> ApiResult<()> {
+    let mut conn = state.conn().await?;
+    let lost: Option<bool> = machines::table
+        .find(&c.machine_key)
+        .select(machines::lost)
+        .first(&mut conn)
+        .await
+        .optional()?;
+    if lost != Some(false) {
+        return Err(ApiError::new(
+            ErrorCode::CaptureAgentUnavailable,
+            format!(
+                "The agent of '{}' is not connected: the file cannot be fetched now.",
+                c.machine_key
+            ),
+        ));
+    }
+    diesel::insert_into(file_transfers::table)
+        .values((
+            file_transfers::id.eq(id),
+            file_transfers::capture_id.eq(c.id),
+            file_transfers::machine_key.eq(&c.machine_key),
+        ))
+        .execute(&mut conn)
+        .await?;
+    notify(&mut conn, &c.machine_key).await
+}
+
+/// Waits for the agent to start sending transfer `id` (or to decline it).
+async fn wait_for_sender(
+    state: &AppState,
+    c: &CaptureRow,
+    id: Uuid,
+    sub: &mut crate::notify::Subscription,
+) -> ApiResult<TransferRow> {
+    let deadline = tokio::time::Instant::now() + AGENT_ANSWER_WAIT;
+    loop {
+        sub.mark_seen();
+        let t = transfer(state, id).await?;
+        match t.state {
+            TransferState::Sending | TransferState::Done => return Ok(t),
+            TransferState::Failed => {
+                return Err(not_available(format!(
+                    "The agent cannot send the file of '{}': {}",
+                    c.name,
+                    t.error_message.unwrap_or_default()
+                )));
+            }
+            _ => {}
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(ApiError::new(
+                ErrorCode::AgentTimeout,
+                format!(
+                    "The agent of '{}' did not start sending the file within {} s.",
+                    c.machine_key,
+                    AGENT_ANSWER_WAIT.as_secs()
+                ),
+            ));
+        }
+        sub.changed(deadline - now).await;
+    }
 }
 
 async fn transfer(state: &AppState, id: Uuid) -> ApiResult<TransferRow> {
@@ -341,14 +331,14 @@ impl ChunkReader {
             }
             drop(conn);
             let t = transfer(&self.state, id).await.map_err(|e| e.to_string())?;
-            match t.state.as_str() {
-                "Failed" => {
+            match t.state {
+                TransferState::Failed => {
                     return Err(t
                         .error_message
                         .unwrap_or_else(|| "the agent stopped sending".to_string()));
                 }
                 // Its last chunk may have been written after our read: read once more.
-                "Done" => sender_done = true,
+                TransferState::Done => sender_done = true,
                 _ => {
                     if started.elapsed() > STALL_LIMIT {
                         return Err("no data from the agent for a minute".into());

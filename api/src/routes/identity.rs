@@ -4,12 +4,15 @@
 //!
 //! Errors here are OAuth errors (`{"error", "error_description"}`), as the clients expect.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{mint, principals};
+use crate::error::ApiResult;
 use crate::state::AppState;
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
@@ -168,81 +171,134 @@ pub async fn token(
         .peer_addr()
         .and_then(|a| state.auth.throttle_sign_in(a.ip()))
     {
-        return HttpResponse::TooManyRequests()
-            .insert_header(("Retry-After", wait.as_secs().max(1).to_string()))
-            .insert_header(("Cache-Control", "no-store"))
-            .json(json!({"error": "temporarily_unavailable", "error_description": "Too many token requests from this address; retry later."}));
+        return too_many_requests(wait);
     }
-    let Ok(mut form) = serde_urlencoded_form(&form) else {
+    let Ok(form) = serde_urlencoded_form(&form) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "The body must be application/x-www-form-urlencoded.",
         );
     };
-    // client_secret_basic: the client id and secret in an Authorization: Basic header.
+    let basic = basic_credentials(&req);
+    let grant = match client_credentials_grant(form, basic, &state.auth.config.audiences) {
+        Ok(grant) => grant,
+        Err(refusal) => return refusal.response(),
+    };
+    token_response(issue(&state, &grant).await)
+}
+
+/// The answer to a client that asks for tokens too often.
+fn too_many_requests(wait: Duration) -> HttpResponse {
+    HttpResponse::TooManyRequests()
+        .insert_header(("Retry-After", wait.as_secs().max(1).to_string()))
+        .insert_header(("Cache-Control", "no-store"))
+        .json(json!({"error": "temporarily_unavailable", "error_description": "Too many token requests from this address; retry later."}))
+}
+
+/// A well-formed `client_credentials` request for a token this server issues.
+struct Grant {
+    client_id: String,
+    secret: String,
+    audience: String,
+}
+
+/// Why a token request is refused (400 Bad Request), as an OAuth error.
+struct Refusal {
+    error: &'static str,
+    description: String,
+}
+
+impl Refusal {
+    fn new(error: &'static str, description: impl Into<String>) -> Refusal {
+        Refusal {
+            error,
+            description: description.into(),
+        }
+    }
+
+    fn response(&self) -> HttpResponse {
+        oauth_error(StatusCode::BAD_REQUEST, self.error, &self.description)
+    }
+}
+
+/// Checks a token request's grant type, client credentials and scope. `basic` holds the
+/// credentials of `client_secret_basic` (an Authorization: Basic header), used when the form
+/// has no client id.
+fn client_credentials_grant(
+    mut form: TokenRequest,
+    basic: Option<(String, String)>,
+    audiences: &[String],
+) -> Result<Grant, Refusal> {
     if form.client_id.is_none()
-        && let Some((id, secret)) = basic_credentials(&req)
+        && let Some((id, secret)) = basic
     {
         form.client_id = Some(id);
         form.client_secret = Some(secret);
     }
     if form.grant_type.as_deref() != Some("client_credentials") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
+        return Err(Refusal::new(
             "unsupported_grant_type",
             "Only the client_credentials grant is supported.",
-        );
+        ));
     }
     let (Some(client_id), Some(secret)) = (form.client_id, form.client_secret) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
+        return Err(Refusal::new(
             "invalid_request",
             "client_id and client_secret are required.",
-        );
+        ));
     };
     let Some(audience) = form.scope.as_deref().and_then(audience_of) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
+        return Err(Refusal::new(
             "invalid_scope",
             "The scope must be a resource's '/.default', e.g. https://management.azure.com/.default.",
-        );
+        ));
     };
-    if !state.auth.config.audiences.iter().any(|a| a == &audience) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
+    if !audiences.iter().any(|a| a == &audience) {
+        return Err(Refusal::new(
             "invalid_scope",
-            &format!("Tokens for '{audience}' are not issued here."),
-        );
+            format!("Tokens for '{audience}' are not issued here."),
+        ));
     }
-    let result = async {
-        let mut conn = state.conn().await?;
-        let sp = principals::authenticate(&mut conn, &client_id, &secret).await?;
-        let Some(sp) = sp else {
-            return Ok(None);
-        };
-        let signer = state.auth.signer(&mut conn, &state.secrets).await?;
-        let ttl = state.auth.config.token_ttl;
-        let token = mint(
-            &state.auth.config.issuer,
-            &state.auth.config.tenant,
-            &signer,
-            &sp.object_id.to_string(),
-            Some(&sp.client_id.to_string()),
-            &audience,
-            ttl,
-        )?;
-        Ok::<_, crate::error::ApiError>(Some((token, ttl)))
-    }
-    .await;
-    match result {
-        Ok(Some((token, ttl))) => HttpResponse::Ok()
+    Ok(Grant {
+        client_id,
+        secret,
+        audience,
+    })
+}
+
+/// Authenticates the service principal and mints its token (with the token's lifetime);
+/// `None` when the client id or secret is wrong.
+async fn issue(state: &AppState, grant: &Grant) -> ApiResult<Option<(String, Duration)>> {
+    let mut conn = state.conn().await?;
+    let sp = principals::authenticate(&mut conn, &grant.client_id, &grant.secret).await?;
+    let Some(sp) = sp else {
+        return Ok(None);
+    };
+    let signer = state.auth.signer(&mut conn, &state.secrets).await?;
+    let ttl = state.auth.config.token_ttl;
+    let access_token = mint(
+        &state.auth.config.issuer,
+        &state.auth.config.tenant,
+        &signer,
+        &sp.object_id.to_string(),
+        Some(&sp.client_id.to_string()),
+        &grant.audience,
+        ttl,
+    )?;
+    Ok(Some((access_token, ttl)))
+}
+
+/// The token endpoint's answer once the request is well-formed.
+fn token_response(issued: ApiResult<Option<(String, Duration)>>) -> HttpResponse {
+    match issued {
+        Ok(Some((access_token, ttl))) => HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
             .json(json!({
                 "token_type": "Bearer",
                 "expires_in": ttl.as_secs(),
                 "ext_expires_in": ttl.as_secs(),
-                "access_token": token,
+                "access_token": access_token,
             })),
         Ok(None) => oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -302,7 +358,67 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::audience_of;
+    use super::{audience_of, client_credentials_grant, serde_urlencoded_form};
+
+    fn audiences() -> Vec<String> {
+        vec!["https://management.azure.com".to_string()]
+    }
+
+    fn refusal(body: &str, basic: Option<(String, String)>) -> (&'static str, String) {
+        let form = serde_urlencoded_form(body.as_bytes()).unwrap();
+        let refused = client_credentials_grant(form, basic, &audiences())
+            .err()
+            .unwrap();
+        (refused.error, refused.description)
+    }
+
+    #[test]
+    fn grants_are_checked_in_order() {
+        let scope = "scope=https%3A%2F%2Fmanagement.azure.com%2F.default";
+        assert_eq!(
+            refusal("grant_type=password&client_id=a&client_secret=b", None).0,
+            "unsupported_grant_type"
+        );
+        assert_eq!(
+            refusal(
+                &format!("grant_type=client_credentials&client_id=a&{scope}"),
+                None
+            )
+            .1,
+            "client_id and client_secret are required."
+        );
+        assert_eq!(
+            refusal(
+                "grant_type=client_credentials&client_id=a&client_secret=b&scope=openid",
+                None
+            )
+            .0,
+            "invalid_scope"
+        );
+        assert_eq!(
+            refusal(
+                "grant_type=client_credentials&client_id=a&client_secret=b&scope=https%3A%2F%2Fother%2F.default",
+                None
+            )
+            .1,
+            "Tokens for 'https://other' are not issued here."
+        );
+        let basic = Some(("id".to_string(), "secret".to_string()));
+        let form =
+            serde_urlencoded_form(format!("grant_type=client_credentials&{scope}").as_bytes())
+                .unwrap();
+        let grant = client_credentials_grant(form, basic, &audiences())
+            .ok()
+            .unwrap();
+        assert_eq!(
+            (
+                grant.client_id.as_str(),
+                grant.secret.as_str(),
+                grant.audience.as_str()
+            ),
+            ("id", "secret", "https://management.azure.com")
+        );
+    }
 
     #[test]
     fn scopes_name_their_audience() {

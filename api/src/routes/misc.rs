@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, get, web};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::check_scope;
+use super::paths::check_scope;
 use crate::arm::api_version::AnyApiVersion;
 use crate::arm::ids;
 use crate::arm::models::{Subscription, SubscriptionListResult, VirtualMachine};
@@ -101,7 +101,7 @@ pub async fn get_vm(
     check_scope(&sub, Some(&rg))?;
     caller
         .authorize(
-            &state,
+            &state.auth,
             crate::auth::actions::VM_READ,
             &format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}"),
         )
@@ -143,7 +143,7 @@ pub async fn list_subscriptions(
     caller: crate::auth::Caller,
     _v: AnyApiVersion,
 ) -> ApiResult<HttpResponse> {
-    let visible = caller.subscription_filter(&state).await?;
+    let visible = caller.subscription_filter(&state.auth).await?;
     let mut conn = state.conn().await?;
     let mut subs: Vec<String> = network_watchers::table
         .select(network_watchers::subscription_id)
@@ -157,7 +157,7 @@ pub async fn list_subscriptions(
             .load::<String>(&mut conn)
             .await?,
     );
-    subs.extend(caller.assigned_subscriptions(&state).await?);
+    subs.extend(caller.assigned_subscriptions(&state.auth).await?);
     subs.sort_by_key(|s| s.to_lowercase());
     subs.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
     Ok(HttpResponse::Ok().json(SubscriptionListResult {

@@ -1,19 +1,19 @@
 //! Long-running operation monitors, answered from the `operations` table (so they survive
 //! restarts and work on every replica).
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
-use super::check_scope;
+use super::paths::check_scope;
 use crate::arm::api_version::NetworkApiVersion;
 use crate::arm::ids;
 use crate::arm::models::{AsyncOperationResult, OperationError};
 use crate::db::models::{CaptureRow, OperationRow};
 use crate::db::schema::{operations, packet_captures};
-use crate::error::{ApiError, ApiResult, CloudError};
+use crate::error::{ApiError, ApiResult, CloudError, ErrorCode};
+use crate::lifecycle::{OperationKind, OperationStatus};
 use crate::state::AppState;
 
 type OpPath = web::Path<(String, String, String)>;
@@ -26,7 +26,12 @@ async fn find_operation(
     id: &str,
 ) -> ApiResult<OperationRow> {
     check_scope(sub, None)?;
-    let not_found = || ApiError::not_found(format!("The operation '{id}' was not found."));
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::ResourceNotFound,
+            format!("The operation '{id}' was not found."),
+        )
+    };
     let id = Uuid::parse_str(id).map_err(|_| not_found())?;
     let mut conn = state.conn().await?;
     let op: OperationRow = operations::table
@@ -74,20 +79,22 @@ pub async fn operation_status(
     let (sub, location, id) = path.into_inner();
     let op = find_operation(&state, &caller, &sub, &location, &id).await?;
     let mut resp = HttpResponse::Ok();
-    if op.status == "InProgress" {
+    if op.status == OperationStatus::InProgress {
         resp.insert_header(("Retry-After", "1"));
     }
     Ok(resp.json(AsyncOperationResult {
         id: req.path().to_string(),
         name: op.id.to_string(),
-        status: op.status.clone(),
+        status: op.status.to_string(),
         start_time: op.created_at,
         end_time: op.finished_at,
         error: match (&op.error_code, &op.error_message) {
-            (Some(code), message) if op.status != "Succeeded" => Some(OperationError {
-                code: code.clone(),
-                message: message.clone().unwrap_or_default(),
-            }),
+            (Some(code), message) if op.status != OperationStatus::Succeeded => {
+                Some(OperationError {
+                    code: code.clone(),
+                    message: message.clone().unwrap_or_default(),
+                })
+            }
             _ => None,
         },
     }))
@@ -122,50 +129,59 @@ pub async fn operation_result(
 ) -> ApiResult<HttpResponse> {
     let (sub, location, id) = path.into_inner();
     let op = find_operation(&state, &caller, &sub, &location, &id).await?;
-    if op.status == "InProgress" {
+    if op.status == OperationStatus::InProgress {
         let url = format!("{}{}", state.base_url(&req), req.uri());
         return Ok(HttpResponse::Accepted()
             .insert_header(("Location", url))
             .insert_header(("Retry-After", "1"))
             .finish());
     }
-    if op.status != "Succeeded" {
+    if op.status != OperationStatus::Succeeded {
         return Err(ApiError::Arm {
-            status: StatusCode::BAD_REQUEST,
-            code: if op.status == "Canceled" {
-                "OperationCanceled"
+            code: if op.status == OperationStatus::Canceled {
+                ErrorCode::OperationCanceled
             } else {
-                "OperationFailed"
+                ErrorCode::OperationFailed
             },
             message: format!(
                 "{}: {}",
-                op.error_code.clone().unwrap_or_else(|| op.status.clone()),
+                op.error_code
+                    .clone()
+                    .unwrap_or_else(|| op.status.to_string()),
                 op.error_message.clone().unwrap_or_default()
             ),
             target: None,
         });
     }
-    match op.kind.as_str() {
-        "CreateCapture" => {
-            let mut conn = state.conn().await?;
-            let row: Option<CaptureRow> = match op.capture_id {
-                Some(cid) => packet_captures::table
-                    .find(cid)
-                    .select(CaptureRow::as_select())
-                    .first(&mut conn)
-                    .await
-                    .optional()?,
-                None => None,
-            };
-            match row {
-                Some(c) => Ok(HttpResponse::Ok().json(super::captures::to_model(&c))),
-                None => Err(ApiError::not_found(format!(
-                    "The resource '{}' of this operation no longer exists.",
-                    op.resource_id
-                ))),
-            }
+    match op.kind {
+        OperationKind::CreateCapture => created_capture(&state, &op).await,
+        OperationKind::DeleteCapture | OperationKind::DeleteWatcher => {
+            Ok(HttpResponse::NoContent().finish())
         }
-        "DeleteCapture" | "DeleteWatcher" => Ok(HttpResponse::NoContent().finish()),
-        _ => Ok(HttpResponse::Ok().finish()),
+        OperationKind::StopCapture => Ok(HttpResponse::Ok().finish()),
+    }
+}
+
+/// The answer of a create's result monitor once it succeeded: the capture as it is now.
+async fn created_capture(state: &AppState, op: &OperationRow) -> ApiResult<HttpResponse> {
+    let mut conn = state.conn().await?;
+    let row: Option<CaptureRow> = match op.capture_id {
+        Some(cid) => packet_captures::table
+            .find(cid)
+            .select(CaptureRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?,
+        None => None,
+    };
+    match row {
+        Some(c) => Ok(HttpResponse::Ok().json(super::captures::to_model(&c))),
+        None => Err(ApiError::new(
+            ErrorCode::ResourceNotFound,
+            format!(
+                "The resource '{}' of this operation no longer exists.",
+                op.resource_id
+            ),
+        )),
     }
 }

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, put, web};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::watcher_scope;
-use super::{
-    check_scope, find_watcher, json_body, lro_response, next_link, skiptoken, watcher_identity,
+use super::paths::{
+    WatcherAddress, WatcherDelete, WatcherPath, WatcherRead, WatcherWrite, check_scope,
 };
+use super::{json_body, lro_response, next_link, skiptoken};
 use crate::arm::api_version::NetworkApiVersion;
 use crate::arm::ids::{self, validate_resource_name};
 use crate::arm::models::{
@@ -22,23 +22,22 @@ use crate::arm::models::{
 use crate::auth::{Caller, actions};
 use crate::db::models::{NewWatcher, WatcherRow};
 use crate::db::schema::network_watchers;
-use crate::error::{ApiError, ApiResult, CloudError};
+use crate::db::watchers::Lock;
+use crate::error::{ApiError, ApiResult, CloudError, ErrorCode};
+use crate::lifecycle::{self, ProvisioningState, stop::Request};
 use crate::state::AppState;
 
 pub fn to_model(w: &WatcherRow) -> NetworkWatcher {
     let tags = serde_json::from_value(w.tags.clone()).unwrap_or_default();
     NetworkWatcher {
-        id: format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkWatchers/{}",
-            w.subscription_id, w.resource_group, w.name
-        ),
+        id: w.resource_id(),
         name: w.name.clone(),
         resource_type: WATCHER_TYPE.to_string(),
         location: w.location.clone(),
         tags,
         etag: etag(w.etag),
         properties: NetworkWatcherProperties {
-            provisioning_state: w.provisioning_state.clone(),
+            provisioning_state: w.provisioning_state.to_string(),
         },
     }
 }
@@ -53,7 +52,7 @@ fn tags_of(obj: &serde_json::Map<String, Value>) -> ApiResult<Option<BTreeMap<St
         Some(Value::Object(m)) => {
             if m.len() > 50 {
                 return Err(ApiError::invalid(
-                    "InvalidTagsCount",
+                    ErrorCode::InvalidTagsCount,
                     "tags",
                     "At most 50 tags are allowed.",
                 ));
@@ -64,12 +63,12 @@ fn tags_of(obj: &serde_json::Map<String, Value>) -> ApiResult<Option<BTreeMap<St
                         Ok((k.clone(), s.clone()))
                     }
                     Value::String(_) => Err(ApiError::invalid(
-                        "InvalidTagNameOrValue",
+                        ErrorCode::InvalidTagNameOrValue,
                         &format!("tags.{k}"),
                         "Tag names are at most 512 characters and tag values at most 256.",
                     )),
                     _ => Err(ApiError::invalid(
-                        "InvalidRequestFormat",
+                        ErrorCode::InvalidRequestFormat,
                         &format!("tags.{k}"),
                         "Tag values must be strings.",
                     )),
@@ -78,7 +77,7 @@ fn tags_of(obj: &serde_json::Map<String, Value>) -> ApiResult<Option<BTreeMap<St
                 .map(Some)
         }
         Some(_) => Err(ApiError::invalid(
-            "InvalidRequestFormat",
+            ErrorCode::InvalidRequestFormat,
             "tags",
             "'tags' must be an object of strings.",
         )),
@@ -107,106 +106,24 @@ fn tags_of(obj: &serde_json::Map<String, Value>) -> ApiResult<Option<BTreeMap<St
 )]
 pub async fn create_or_update(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String, String)>,
+    path: WatcherPath<WatcherWrite>,
     _v: NetworkApiVersion,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    let (sub, rg, name) = path.into_inner();
-    check_scope(&sub, Some(&rg))?;
-    caller
-        .authorize(
-            &state,
-            actions::WATCHER_WRITE,
-            &watcher_scope(&sub, &rg, &name),
-        )
-        .await?;
-    validate_resource_name(&name, "network watcher")?;
+    validate_resource_name(&path.name, "network watcher")?;
     let body = json_body(&body)?;
     let obj = body.as_object().ok_or_else(|| {
         ApiError::invalid(
-            "InvalidRequestFormat",
+            ErrorCode::InvalidRequestFormat,
             "body",
             "The body must be a JSON object.",
         )
     })?;
-    let location = match obj
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("location"))
-        .map(|(_, v)| v)
-    {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-        _ => {
-            return Err(ApiError::invalid(
-                "LocationRequired",
-                "location",
-                "The location property is required for this definition.",
-            ));
-        }
-    };
-    let tags = tags_of(obj)?.unwrap_or_default();
-    let tags_json = serde_json::to_value(&tags).unwrap_or_default();
-
+    let location = location_of(obj)?;
+    let tags = serde_json::to_value(tags_of(obj)?.unwrap_or_default()).unwrap_or_default();
     let mut conn = state.conn().await?;
-    let identity = watcher_identity(&sub, &rg, &name);
     let (row, created) = conn
-        .transaction::<_, ApiError, _>(async move |conn| {
-                let existing: Option<WatcherRow> = network_watchers::table
-                    .filter(network_watchers::identity_key.eq(&identity))
-                    .select(WatcherRow::as_select())
-                    .for_update()
-                    .first(conn)
-                    .await
-                    .optional()?;
-                if let Some(w) = existing {
-                    if ids::location_key(&w.location) != ids::location_key(&location) {
-                        return Err(ApiError::invalid(
-                            "InvalidResourceLocation",
-                            "location",
-                            format!("The resource '{name}' already exists in location '{}' in resource group '{rg}'. A resource with the same name cannot be created in location '{location}'.", w.location),
-                        ));
-                    }
-                    if w.provisioning_state == "Deleting" {
-                        return Err(ApiError::conflict(
-                            "AnotherOperationInProgress",
-                            format!("The network watcher '{name}' is being deleted."),
-                        ));
-                    }
-                    let row = diesel::update(network_watchers::table.find(w.id))
-                        .set((network_watchers::tags.eq(&tags_json), network_watchers::etag.eq(Uuid::new_v4())))
-                        .returning(WatcherRow::as_returning())
-                        .get_result(conn)
-                        .await?;
-                    return Ok((row, false));
-                }
-                let new = NewWatcher {
-                    id: Uuid::new_v4(),
-                    subscription_id: &sub,
-                    resource_group: &rg,
-                    name: &name,
-                    identity_key: identity.clone(),
-                    subscription_key: ids::key(&sub),
-                    location: &location,
-                    location_key: ids::location_key(&location),
-                    tags: tags_json.clone(),
-                    etag: Uuid::new_v4(),
-                    provisioning_state: "Succeeded",
-                };
-                let inserted = diesel::insert_into(network_watchers::table)
-                    .values(&new)
-                    .on_conflict_do_nothing()
-                    .returning(WatcherRow::as_returning())
-                    .get_result(conn)
-                    .await
-                    .optional()?;
-                match inserted {
-                    Some(row) => Ok((row, true)),
-                    None => Err(ApiError::bad_request(
-                        "NetworkWatcherCountLimitReached",
-                        format!("Cannot create more than 1 network watchers for this subscription in this region ('{location}'), or another request created '{name}' at the same time."),
-                    )),
-                }
-                    })
+        .transaction::<_, ApiError, _>(async |conn| put_watcher(conn, &path, &location, tags).await)
         .await?;
     let status = if created {
         StatusCode::CREATED
@@ -214,6 +131,90 @@ pub async fn create_or_update(
         StatusCode::OK
     };
     Ok(HttpResponse::build(status).json(to_model(&row)))
+}
+
+fn location_of(obj: &serde_json::Map<String, Value>) -> ApiResult<String> {
+    match obj
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+        .map(|(_, v)| v)
+    {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => Err(ApiError::invalid(
+            ErrorCode::LocationRequired,
+            "location",
+            "The location property is required for this definition.",
+        )),
+    }
+}
+
+/// The PUT in its transaction: the watcher updated (its tags), or created (`true`).
+async fn put_watcher(
+    conn: &mut AsyncPgConnection,
+    path: &WatcherAddress,
+    location: &str,
+    tags: Value,
+) -> ApiResult<(WatcherRow, bool)> {
+    let name = &path.name;
+    if let Some(w) = path.fetch_if_exists(conn, Lock::Update).await? {
+        if ids::location_key(&w.location) != ids::location_key(location) {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidResourceLocation,
+                "location",
+                format!(
+                    "The resource '{name}' already exists in location '{}' in resource group '{}'. A resource with the same name cannot be created in location '{location}'.",
+                    w.location, path.resource_group
+                ),
+            ));
+        }
+        if w.provisioning_state == ProvisioningState::Deleting {
+            return Err(being_deleted(name));
+        }
+        let row = diesel::update(network_watchers::table.find(w.id))
+            .set((
+                network_watchers::tags.eq(&tags),
+                network_watchers::etag.eq(Uuid::new_v4()),
+            ))
+            .returning(WatcherRow::as_returning())
+            .get_result(conn)
+            .await?;
+        return Ok((row, false));
+    }
+    let new = NewWatcher {
+        id: Uuid::new_v4(),
+        subscription_id: &path.subscription,
+        resource_group: &path.resource_group,
+        name,
+        identity_key: path.identity(),
+        subscription_key: ids::key(&path.subscription),
+        location,
+        location_key: ids::location_key(location),
+        tags,
+        etag: Uuid::new_v4(),
+        provisioning_state: ProvisioningState::Succeeded,
+    };
+    let inserted = diesel::insert_into(network_watchers::table)
+        .values(&new)
+        .on_conflict_do_nothing()
+        .returning(WatcherRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    inserted.map(|row| (row, true)).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NetworkWatcherCountLimitReached,
+            format!(
+                "Cannot create more than 1 network watchers for this subscription in this region ('{location}'), or another request created '{name}' at the same time."
+            ),
+        )
+    })
+}
+
+fn being_deleted(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::AnotherOperationInProgress,
+        format!("The network watcher '{name}' is being deleted."),
+    )
 }
 
 /// Get a network watcher.
@@ -234,21 +235,11 @@ pub async fn create_or_update(
 )]
 pub async fn get_watcher(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String, String)>,
+    path: WatcherPath<WatcherRead>,
     _v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
-    let (sub, rg, name) = path.into_inner();
-    check_scope(&sub, Some(&rg))?;
-    caller
-        .authorize(
-            &state,
-            actions::WATCHER_READ,
-            &watcher_scope(&sub, &rg, &name),
-        )
-        .await?;
     let mut conn = state.conn().await?;
-    let w = find_watcher(&mut conn, &sub, &rg, &name).await?;
+    let w = path.fetch(&mut conn, Lock::None).await?;
     Ok(HttpResponse::Ok().json(to_model(&w)))
 }
 
@@ -271,31 +262,21 @@ pub async fn get_watcher(
 )]
 pub async fn update_tags(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String, String)>,
+    path: WatcherPath<WatcherWrite>,
     _v: NetworkApiVersion,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    let (sub, rg, name) = path.into_inner();
-    check_scope(&sub, Some(&rg))?;
-    caller
-        .authorize(
-            &state,
-            actions::WATCHER_WRITE,
-            &watcher_scope(&sub, &rg, &name),
-        )
-        .await?;
     let body = json_body(&body)?;
     let obj = body.as_object().ok_or_else(|| {
         ApiError::invalid(
-            "InvalidRequestFormat",
+            ErrorCode::InvalidRequestFormat,
             "body",
             "The body must be a JSON object.",
         )
     })?;
     let tags = tags_of(obj)?.unwrap_or_default();
     let mut conn = state.conn().await?;
-    let w = find_watcher(&mut conn, &sub, &rg, &name).await?;
+    let w = path.fetch(&mut conn, Lock::None).await?;
     let row = diesel::update(network_watchers::table.find(w.id))
         .set((
             network_watchers::tags.eq(serde_json::to_value(&tags).unwrap_or_default()),
@@ -328,65 +309,32 @@ pub async fn update_tags(
 pub async fn delete_watcher(
     req: HttpRequest,
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String, String)>,
+    path: WatcherPath<WatcherDelete>,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
-    let (sub, rg, name) = path.into_inner();
-    check_scope(&sub, Some(&rg))?;
-    caller
-        .authorize(
-            &state,
-            actions::WATCHER_DELETE,
-            &watcher_scope(&sub, &rg, &name),
-        )
-        .await?;
-    let principal = caller.id().to_string();
+    let principal = path.caller.id().to_string();
+    let now = chrono::Utc::now();
+    let deadline = now + state.timing.stop_grace * 3;
     let mut conn = state.conn().await?;
-    let identity = watcher_identity(&sub, &rg, &name);
-    let deadline = chrono::Utc::now() + state.timing.stop_grace * 3;
     let found = conn
-        .transaction::<_, ApiError, _>(async move |conn| {
-            let Some(w) = network_watchers::table
-                .filter(network_watchers::identity_key.eq(&identity))
-                .select(WatcherRow::as_select())
-                .for_update()
-                .first(conn)
-                .await
-                .optional()?
-            else {
+        .transaction::<_, ApiError, _>(async |conn| {
+            let Some(w) = path.fetch_if_exists(conn, Lock::Update).await? else {
                 return Ok(None);
             };
-            diesel::update(network_watchers::table.find(w.id))
-                .set(network_watchers::provisioning_state.eq("Deleting"))
-                .execute(conn)
-                .await?;
-            super::captures::stop_and_mark_deleting(conn, Some(w.id), None).await?;
-            let op_id = super::start_operation(
-                conn,
-                &w,
-                "DeleteWatcher",
-                &to_model(&w).id,
-                None,
+            let request = Request {
+                principal: &principal,
                 deadline,
-                &principal,
-            )
-            .await?;
-            crate::sweeper::settle(conn, None).await?;
-            Ok(Some((w, op_id)))
+                now,
+            };
+            let op = lifecycle::stop::delete_watcher(conn, &w, request).await?;
+            Ok(Some((w, op)))
         })
         .await?;
     match found {
         None => Ok(HttpResponse::NoContent().finish()),
-        Some((w, op_id)) => Ok(lro_response(
-            StatusCode::ACCEPTED,
-            &state.base_url(&req),
-            &w.subscription_id,
-            &w.location,
-            op_id,
-            &v.0,
-        )
-        .finish()),
+        Some((w, op)) => {
+            Ok(lro_response(StatusCode::ACCEPTED, &state.base_url(&req), &w, op, &v.0).finish())
+        }
     }
 }
 
@@ -455,7 +403,7 @@ async fn list(
     v: &NetworkApiVersion,
     prefix: String,
 ) -> ApiResult<HttpResponse> {
-    let readable = caller.filter(state, actions::WATCHER_READ).await?;
+    let readable = caller.filter(&state.auth, actions::WATCHER_READ).await?;
     let after = skiptoken(req).unwrap_or_default();
     let mut conn = state.conn().await?;
     let pattern = format!(

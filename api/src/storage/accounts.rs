@@ -139,8 +139,8 @@ impl Registry {
         let rid = ids::ResourceId::parse(resource_id)
             .filter(|r| r.is_type("Microsoft.Storage", &["storageAccounts"]))
             .ok_or_else(|| {
-                crate::error::ApiError::bad_request(
-                    "InvalidStorageId",
+                crate::error::ApiError::new(
+                    crate::error::ErrorCode::InvalidStorageId,
                     format!("'{resource_id}' is not a storage account resource id"),
                 )
             })?;

@@ -8,6 +8,7 @@ pub mod secrets;
 use chrono::{DateTime, Utc};
 
 use crate::arm::ids::ResourceId;
+use crate::error::{ApiError, ErrorCode};
 
 /// The container Network Watcher writes packet captures to.
 pub const CONTAINER: &str = "network-watcher-logs";
@@ -29,6 +30,29 @@ pub enum StorageError {
         status: u16,
         code: String,
     },
+}
+
+impl From<StorageError> for ApiError {
+    /// The ARM error of a storage failure. Reasons that may name server configuration (a key
+    /// file) go to the log only.
+    fn from(e: StorageError) -> ApiError {
+        let code = match &e {
+            StorageError::Crypto(_) | StorageError::KeyUnavailable { .. } => {
+                ErrorCode::StorageAccountKeyUnavailable
+            }
+            StorageError::Unreachable { .. } => ErrorCode::StorageAccountUnreachable,
+            StorageError::Refused { .. } => ErrorCode::StorageRequestFailed,
+        };
+        tracing::error!(error = %e, code = code.as_str(), "storage request failed");
+        let message = match &e {
+            StorageError::KeyUnavailable { account, .. } => format!(
+                "The key of storage account '{account}' is unavailable on the server; the server's log has the reason."
+            ),
+            StorageError::Crypto(_) => "A key sealed with the server's secrets key could not be opened (is --secrets-key-file the one this database was set up with?); the server's log has the reason.".to_string(),
+            _ => e.to_string(),
+        };
+        ApiError::new(code, message)
+    }
 }
 
 /// The blob name (inside [`CONTAINER`]) of a capture of `target` created at `now`, as Azure

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_client::{DesiredState, StopReason};
+use agent_protocol::{DesiredState, StopReason};
 use e2e_tests::{Api, ScriptedAgent};
 use serde_json::json;
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use agent_client::{CaptureCounters, CaptureReport, DesiredState, RegisterRequest};
+use agent_protocol::{CaptureCounters, CaptureReport, DesiredState, RegisterRequest};
 use e2e_tests::{Api, ScriptedAgent, ServerOptions, TestServer};
 
 use crate::{Ctx, capture_id};

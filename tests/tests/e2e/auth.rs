@@ -662,10 +662,10 @@ async fn agents_are_enrolled_confined_to_their_machine_and_revocable() {
     let register = |machine: String, bearer: Option<String>| {
         let url = ctx.server.url.clone();
         async move {
-            let client = agent_client::AgentClient::new(&url, reqwest::Client::new()).unwrap();
+            let client = agent_protocol::AgentClient::new(&url, reqwest::Client::new()).unwrap();
             client.set_bearer(bearer);
             let r = client
-                .register(&agent_client::RegisterRequest {
+                .register(&agent_protocol::RegisterRequest {
                     machine_id: machine,
                     location: "eastus".into(),
                     hostname: "h".into(),
@@ -703,7 +703,7 @@ async fn agents_are_enrolled_confined_to_their_machine_and_revocable() {
     let r = ctx.api.put(&ctx.capture("nw1", "b-capture"), &json!({"properties": {"target": ctx.vm("vm2"), "storageLocation": {"filePath": "/var/captures/b.cap"}}})).await;
     assert_eq!(r.status.as_u16(), 201, "{}", r.text);
     let b_capture = crate::capture_id(&ctx, "nw1", "b-capture").await;
-    b.wait_for(b_capture, agent_client::DesiredState::Running)
+    b.wait_for(b_capture, agent_protocol::DesiredState::Running)
         .await;
     // A cannot read B's assignments (with B's agent id) nor report on B's capture.
     let e = a_client
@@ -711,7 +711,7 @@ async fn agents_are_enrolled_confined_to_their_machine_and_revocable() {
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(401), "{e}");
-    let report = agent_client::CaptureReport::Running {
+    let report = agent_protocol::CaptureReport::Running {
         start_time: chrono::Utc::now(),
         counters: Default::default(),
     };
@@ -733,7 +733,7 @@ async fn agents_are_enrolled_confined_to_their_machine_and_revocable() {
         .await;
     assert_401(&r, "agent credential on the management API");
     // An old credential (still valid for a grace period) cannot rotate and take over.
-    let stale = agent_client::AgentClient::new(&ctx.server.url, reqwest::Client::new()).unwrap();
+    let stale = agent_protocol::AgentClient::new(&ctx.server.url, reqwest::Client::new()).unwrap();
     // Rotation: the new credential works (and the old one for a grace period).
     let rotated = a_client.rotate_credential(a.agent_id).await.unwrap();
     assert_ne!(rotated.credential, a_credential);
@@ -960,10 +960,10 @@ async fn the_real_agent_keeps_its_credential_private_rotates_it_and_survives_res
         .unwrap()
         .to_string();
     ctx.server.cli(&["agent-tokens", "revoke", "--id", &id]);
-    let client = agent_client::AgentClient::new(&ctx.server.url, reqwest::Client::new()).unwrap();
+    let client = agent_protocol::AgentClient::new(&ctx.server.url, reqwest::Client::new()).unwrap();
     client.set_bearer(Some(token));
     let e = client
-        .register(&agent_client::RegisterRequest {
+        .register(&agent_protocol::RegisterRequest {
             machine_id: ctx.vm("vm3"),
             location: "eastus".into(),
             hostname: "h".into(),

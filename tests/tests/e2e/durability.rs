@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agent_client::DesiredState;
+use agent_protocol::DesiredState;
 use e2e_tests::{Api, ScriptedAgent, ServerOptions, TestServer};
 use tokio::net::{TcpListener, TcpStream};
 

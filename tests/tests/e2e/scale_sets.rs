@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use agent_client::{DesiredState, StopReason};
+use agent_protocol::{DesiredState, StopReason};
 use e2e_tests::ScriptedAgent;
 use serde_json::json;
 

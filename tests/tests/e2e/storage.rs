@@ -448,7 +448,7 @@ async fn upload_sas_can_create_and_write_its_blob_only_and_expires() {
     assert_eq!(r.status.as_u16(), 201, "{}", r.text);
     let id = crate::capture_id(&ctx, "nw1", "pc1").await;
     let a = agent
-        .wait_for(id, agent_client::DesiredState::Running)
+        .wait_for(id, agent_protocol::DesiredState::Running)
         .await;
     let target = a.captures[0].upload.clone().expect("an upload SAS");
     let sas = target.blob_url.clone();

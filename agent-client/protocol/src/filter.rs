@@ -1,4 +1,6 @@
-//! ARM packet capture filters compiled to a libpcap filter expression.
+//! ARM packet capture filters compiled to a libpcap filter expression. The values are parsed with
+//! the one grammar of [`grammar`], the one the API validates with: what the API accepts is exactly
+//! what an agent compiles.
 //!
 //! Semantics (those of Azure Network Watcher):
 //! - the fields of one filter are AND-ed, the filters are OR-ed; no filter captures everything;
@@ -8,120 +10,66 @@
 //! - a value is a single value, a range `a-b` or a list `a;b;c`; IPv4 and IPv6;
 //! - an address range that is not a CIDR block is decomposed exactly into CIDR blocks.
 
+pub mod grammar;
+
 use std::net::IpAddr;
+
+pub use grammar::{Field, FilterValue, Kind, ValueError, parse_addresses, parse_ports};
 
 use crate::protocol::{CaptureFilter, FilterProtocol};
 
+/// A filter value that cannot be compiled, with the field's path (`filters[0].localPort`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid filter {field}: {message}")]
+#[error("invalid filter {field}: {error}")]
 pub struct FilterError {
     pub field: String,
-    pub message: String,
+    pub error: ValueError,
 }
 
-/// One side's address set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Addresses {
-    /// CIDR blocks (a single address is a /32 or /128).
-    Blocks(Vec<(IpAddr, u8)>),
+/// The CIDR blocks (a single address is a /32 or /128) of an address value.
+fn address_blocks(v: &FilterValue<IpAddr>) -> Result<Vec<(IpAddr, u8)>, ValueError> {
+    let host = |a: &IpAddr| (*a, if a.is_ipv4() { 32 } else { 128 });
+    Ok(match v {
+        FilterValue::Single(a) => vec![host(a)],
+        FilterValue::List(l) => l.iter().map(host).collect(),
+        FilterValue::Range(a, b) => range_to_cidrs(*a, *b)?,
+    })
 }
 
-/// One side's port set: inclusive ranges.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Ports(Vec<(u16, u16)>);
-
-fn split_list(s: &str) -> Vec<&str> {
-    let mut parts: Vec<&str> = s.split(';').map(str::trim).collect();
-    if parts.len() > 1 && parts.last() == Some(&"") {
-        parts.pop();
+/// The inclusive ranges of a port value.
+fn port_ranges(v: &FilterValue<u16>) -> Vec<(u16, u16)> {
+    match v {
+        FilterValue::Single(p) => vec![(*p, *p)],
+        FilterValue::List(l) => l.iter().map(|p| (*p, *p)).collect(),
+        FilterValue::Range(a, b) => vec![(*a, *b)],
     }
-    parts
 }
 
-fn parse_addresses(s: &str, field: &str) -> Result<Addresses, FilterError> {
-    let err = |m: String| FilterError {
-        field: field.to_string(),
-        message: m,
-    };
-    let mut blocks = vec![];
-    for part in split_list(s) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let a: IpAddr = a
-                    .trim()
-                    .parse()
-                    .map_err(|_| err(format!("'{a}' is not an address")))?;
-                let b: IpAddr = b
-                    .trim()
-                    .parse()
-                    .map_err(|_| err(format!("'{b}' is not an address")))?;
-                blocks.extend(
-                    range_to_cidrs(a, b).ok_or_else(|| err(format!("'{part}' is not a range")))?,
-                );
-            }
-            None => {
-                let a: IpAddr = part
-                    .parse()
-                    .map_err(|_| err(format!("'{part}' is not an address")))?;
-                blocks.push((a, if a.is_ipv4() { 32 } else { 128 }));
-            }
-        }
-    }
-    if blocks.is_empty() {
-        return Err(err("no address".to_string()));
-    }
-    Ok(Addresses::Blocks(blocks))
-}
-
-fn parse_ports(s: &str, field: &str) -> Result<Ports, FilterError> {
-    let err = |m: String| FilterError {
-        field: field.to_string(),
-        message: m,
-    };
-    let port = |p: &str| -> Result<u16, FilterError> {
-        let p = p.trim();
-        if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
-            return Err(err(format!("'{p}' is not a port")));
-        }
-        p.parse().map_err(|_| err(format!("'{p}' is not a port")))
-    };
-    let mut ranges = vec![];
-    for part in split_list(s) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (port(a)?, port(b)?);
-                if a > b {
-                    return Err(err(format!("'{part}' starts after it ends")));
-                }
-                ranges.push((a, b));
-            }
-            None => {
-                let p = port(part)?;
-                ranges.push((p, p));
-            }
-        }
-    }
-    Ok(Ports(ranges))
-}
-
-/// The smallest list of CIDR blocks covering exactly `[a, b]`; None if the family differs or
+/// The smallest list of CIDR blocks covering exactly `[a, b]`; an error if the families differ or
 /// `a > b`.
-pub fn range_to_cidrs(a: IpAddr, b: IpAddr) -> Option<Vec<(IpAddr, u8)>> {
-    match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => Some(
-            split_range(u32::from(a) as u128, u32::from(b) as u128, 32)?
-                .into_iter()
-                .map(|(n, l)| (IpAddr::V4((n as u32).into()), l))
-                .collect(),
-        ),
-        (IpAddr::V6(a), IpAddr::V6(b)) => Some(
-            split_range(u128::from(a), u128::from(b), 128)?
-                .into_iter()
-                .map(|(n, l)| (IpAddr::V6(n.into()), l))
-                .collect(),
-        ),
+pub fn range_to_cidrs(a: IpAddr, b: IpAddr) -> Result<Vec<(IpAddr, u8)>, ValueError> {
+    grammar::check_address_range(a, b, &format!("{a}-{b}"))?;
+    let blocks = match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            split_range(u32::from(a) as u128, u32::from(b) as u128, 32).map(|blocks| {
+                blocks
+                    .into_iter()
+                    .map(|(n, l)| (IpAddr::V4((n as u32).into()), l))
+                    .collect()
+            })
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            split_range(u128::from(a), u128::from(b), 128).map(|blocks| {
+                blocks
+                    .into_iter()
+                    .map(|(n, l)| (IpAddr::V6(n.into()), l))
+                    .collect()
+            })
+        }
         _ => None,
-    }
+    };
+    // Checked above: one family, in order.
+    blocks.ok_or_else(|| ValueError::MixedFamilies(format!("{a}-{b}")))
 }
 
 /// Greedy decomposition: at each step the largest aligned block starting at `lo` that fits.
@@ -159,8 +107,7 @@ fn split_range(mut lo: u128, hi: u128, bits: u8) -> Option<Vec<(u128, u8)>> {
     }
 }
 
-fn addresses_expr(dir: &str, a: &Addresses) -> String {
-    let Addresses::Blocks(blocks) = a;
+fn addresses_expr(dir: &str, blocks: &[(IpAddr, u8)]) -> String {
     let parts: Vec<String> = blocks
         .iter()
         .map(|(ip, len)| {
@@ -175,17 +122,17 @@ fn addresses_expr(dir: &str, a: &Addresses) -> String {
     any_of(parts)
 }
 
-fn ports_expr(dir: &str, p: &Ports) -> String {
-    let parts: Vec<String> =
-        p.0.iter()
-            .map(|(a, b)| {
-                if a == b {
-                    format!("{dir} port {a}")
-                } else {
-                    format!("{dir} portrange {a}-{b}")
-                }
-            })
-            .collect();
+fn ports_expr(dir: &str, ranges: &[(u16, u16)]) -> String {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                format!("{dir} port {a}")
+            } else {
+                format!("{dir} portrange {a}-{b}")
+            }
+        })
+        .collect();
     any_of(parts)
 }
 
@@ -207,10 +154,14 @@ fn all_of(parts: Vec<String>) -> String {
 }
 
 /// One side's condition when it is the packet's `dir` ("src" or "dst").
-fn side(dir: &str, addrs: &Option<Addresses>, ports: &Option<Ports>) -> Vec<String> {
+fn side(
+    dir: &str,
+    blocks: &Option<Vec<(IpAddr, u8)>>,
+    ports: &Option<Vec<(u16, u16)>>,
+) -> Vec<String> {
     let mut parts = vec![];
-    if let Some(a) = addrs {
-        parts.push(addresses_expr(dir, a));
+    if let Some(b) = blocks {
+        parts.push(addresses_expr(dir, b));
     }
     if let Some(p) = ports {
         parts.push(ports_expr(dir, p));
@@ -219,25 +170,30 @@ fn side(dir: &str, addrs: &Option<Addresses>, ports: &Option<Ports>) -> Vec<Stri
 }
 
 fn one_filter(f: &CaptureFilter, i: usize) -> Result<String, FilterError> {
-    let field = |name: &str| format!("filters[{i}].{name}");
-    let nonempty = |s: &Option<String>| {
-        s.as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
+    let err = |field: Field| {
+        move |error| FilterError {
+            field: format!("filters[{i}].{}", field.name()),
+            error,
+        }
     };
-    let local_a = nonempty(&f.local_ip_address)
-        .map(|s| parse_addresses(&s, &field("localIPAddress")))
-        .transpose()?;
-    let remote_a = nonempty(&f.remote_ip_address)
-        .map(|s| parse_addresses(&s, &field("remoteIPAddress")))
-        .transpose()?;
-    let local_p = nonempty(&f.local_port)
-        .map(|s| parse_ports(&s, &field("localPort")))
-        .transpose()?;
-    let remote_p = nonempty(&f.remote_port)
-        .map(|s| parse_ports(&s, &field("remotePort")))
-        .transpose()?;
+    let addresses = |field: Field| {
+        field
+            .value(f)
+            .map(|s| parse_addresses(s).and_then(|v| address_blocks(&v)))
+            .transpose()
+            .map_err(err(field))
+    };
+    let ports = |field: Field| {
+        field
+            .value(f)
+            .map(|s| parse_ports(s).map(|v| port_ranges(&v)))
+            .transpose()
+            .map_err(err(field))
+    };
+    let local_a = addresses(Field::LocalIpAddress)?;
+    let remote_a = addresses(Field::RemoteIpAddress)?;
+    let local_p = ports(Field::LocalPort)?;
+    let remote_p = ports(Field::RemotePort)?;
 
     let proto = match f.protocol {
         FilterProtocol::Tcp => "tcp",
@@ -380,6 +336,93 @@ mod tests {
         }
     }
 
+    /// A filter (protocol Any) with one field set.
+    fn one(field: Field, value: &str) -> CaptureFilter {
+        let mut f = CaptureFilter::default();
+        let v = Some(value.to_string());
+        match field {
+            Field::LocalIpAddress => f.local_ip_address = v,
+            Field::RemoteIpAddress => f.remote_ip_address = v,
+            Field::LocalPort => f.local_port = v,
+            Field::RemotePort => f.remote_port = v,
+        }
+        f
+    }
+
+    #[test]
+    fn every_accepted_form_compiles() {
+        use Field::*;
+        let any = |p: &str| format!("((tcp or udp) and {p})");
+        for (field, value, want) in [
+            // Single addresses, IPv4 and IPv6, spaces ignored, one trailing ';' allowed.
+            (LocalIpAddress, "10.0.0.4", "(src host 10.0.0.4 or dst host 10.0.0.4)".to_string()),
+            (LocalIpAddress, " 10.0.0.4 ", "(src host 10.0.0.4 or dst host 10.0.0.4)".into()),
+            (LocalIpAddress, "10.0.0.4;", "(src host 10.0.0.4 or dst host 10.0.0.4)".into()),
+            (LocalIpAddress, "::1", "(src host ::1 or dst host ::1)".into()),
+            (RemoteIpAddress, "10.0.0.4", "(dst host 10.0.0.4 or src host 10.0.0.4)".into()),
+            // Lists, of one family or both.
+            (
+                LocalIpAddress,
+                "127.0.0.1;127.0.0.5",
+                "((src host 127.0.0.1 or src host 127.0.0.5) or (dst host 127.0.0.1 or dst host 127.0.0.5))".into(),
+            ),
+            (
+                RemoteIpAddress,
+                " 127.0.0.1 ; 127.0.0.5 ;",
+                "((dst host 127.0.0.1 or dst host 127.0.0.5) or (src host 127.0.0.1 or src host 127.0.0.5))".into(),
+            ),
+            (
+                LocalIpAddress,
+                "10.0.0.4;fe80::1",
+                "((src host 10.0.0.4 or src host fe80::1) or (dst host 10.0.0.4 or dst host fe80::1))".into(),
+            ),
+            // Ranges: CIDR blocks, exactly.
+            (LocalIpAddress, "127.0.0.0-127.0.0.255", "(src net 127.0.0.0/24 or dst net 127.0.0.0/24)".into()),
+            (
+                LocalIpAddress,
+                "10.0.0.1 - 10.0.0.2",
+                "((src host 10.0.0.1 or src host 10.0.0.2) or (dst host 10.0.0.1 or dst host 10.0.0.2))".into(),
+            ),
+            (LocalIpAddress, "10.0.0.7-10.0.0.7", "(src host 10.0.0.7 or dst host 10.0.0.7)".into()),
+            (LocalIpAddress, "fe80::-fe80::ffff", "(src net fe80::/112 or dst net fe80::/112)".into()),
+            // Ports: with protocol Any, TCP or UDP.
+            (LocalPort, "80", any("(src port 80 or dst port 80)")),
+            (LocalPort, "0", any("(src port 0 or dst port 0)")),
+            (LocalPort, "65535", any("(src port 65535 or dst port 65535)")),
+            (LocalPort, "80;", any("(src port 80 or dst port 80)")),
+            (RemotePort, "53", any("(dst port 53 or src port 53)")),
+            (LocalPort, "80;443", any("((src port 80 or src port 443) or (dst port 80 or dst port 443))")),
+            (LocalPort, "80; 443;", any("((src port 80 or src port 443) or (dst port 80 or dst port 443))")),
+            (LocalPort, "80-85", any("(src portrange 80-85 or dst portrange 80-85)")),
+            (LocalPort, " 80 - 85 ", any("(src portrange 80-85 or dst portrange 80-85)")),
+            (LocalPort, "80-80", any("(src port 80 or dst port 80)")),
+        ] {
+            assert_eq!(compile(&[one(field, value)]), Ok(want), "{field:?} {value:?}");
+        }
+        // A blank value is no condition.
+        assert_eq!(
+            compile(&[f(FilterProtocol::Tcp, Some("  "), Some(""), None, None)]),
+            Ok("tcp".to_string())
+        );
+    }
+
+    #[test]
+    fn every_rejected_form_is_rejected() {
+        for (field, value, want) in grammar::tests::rejected() {
+            assert_eq!(
+                compile(&[
+                    f(FilterProtocol::Tcp, None, None, None, None),
+                    one(field, value)
+                ]),
+                Err(FilterError {
+                    field: format!("filters[1].{}", field.name()),
+                    error: want
+                }),
+                "{field:?} {value:?}"
+            );
+        }
+    }
+
     fn covered(blocks: &[(IpAddr, u8)], x: u32) -> usize {
         blocks
             .iter()
@@ -448,6 +491,13 @@ mod tests {
                 ("fe80::6".parse().unwrap(), 128)
             ]
         );
-        assert!(range_to_cidrs("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap()).is_none());
+        assert_eq!(
+            range_to_cidrs("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap()),
+            Err(ValueError::Reversed("10.0.0.2-10.0.0.1".into()))
+        );
+        assert_eq!(
+            range_to_cidrs("10.0.0.1".parse().unwrap(), "::1".parse().unwrap()),
+            Err(ValueError::MixedFamilies("10.0.0.1-::1".into()))
+        );
     }
 }

@@ -3,6 +3,10 @@
 //! Every handler returns [`ApiError`]; its [`ResponseError`] impl is the only place that turns
 //! an error into an HTTP status and a `{"error": {"code", "message", "target"}}` body.
 
+mod codes;
+
+use std::fmt;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
@@ -10,6 +14,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::deadpool::PoolError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+pub use codes::{ErrorCode, UnknownErrorCode};
 
 /// Error that stops the process at start-up (configuration, database, TLS files).
 #[derive(Debug, thiserror::Error)]
@@ -39,11 +45,11 @@ pub struct CloudErrorBody {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// An error with its ARM code and status, decided where it happened.
+    /// An error with its ARM code; the status comes from the code's entry in [`ErrorCode`].
+    /// A 401 (`WWW-Authenticate: Bearer` challenge) is one of these with a 401 code.
     #[error("{code}: {message}")]
     Arm {
-        status: StatusCode,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         target: Option<String>,
     },
@@ -51,55 +57,50 @@ pub enum ApiError {
     Database(#[from] DieselError),
     #[error("database pool error: {0}")]
     Pool(#[from] PoolError),
-    #[error("storage: {0}")]
-    Storage(#[from] crate::storage::StorageError),
-    /// 401 with a `WWW-Authenticate: Bearer` challenge.
-    #[error("{code}: {message}")]
-    Unauthorized { code: &'static str, message: String },
-    /// 429 with `Retry-After`.
+    /// 429 `TooManyRequests` with `Retry-After`.
     #[error("throttled for {retry_after_seconds} s")]
     Throttled { retry_after_seconds: u64 },
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The message of every `InternalServerError`: the detail goes to the log only.
+const INTERNAL_MESSAGE: &str =
+    "An internal error occurred. The request id identifies it in the server's log.";
+
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `code` (and its status from the table).
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::Arm {
-            status,
             code,
             message: message.into(),
             target: None,
         }
     }
 
-    /// 400 with the JSON path of the field in error as `target`.
-    pub fn invalid(code: &'static str, target: &str, message: impl Into<String>) -> Self {
+    /// An error about one field, with its JSON path as `target`.
+    pub fn invalid(code: ErrorCode, target: &str, message: impl Into<String>) -> Self {
         ApiError::Arm {
-            status: StatusCode::BAD_REQUEST,
             code,
             message: message.into(),
             target: Some(target.to_string()),
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "ResourceNotFound", message)
-    }
-
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
+    /// 500 `InternalServerError`: logs `err`, answers the generic message (never the detail).
+    pub fn internal(err: impl fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Self::new(ErrorCode::InternalServerError, INTERNAL_MESSAGE)
     }
 
     /// "The Resource 'Microsoft.Network/networkWatchers/nw1' under resource group 'rg1' was not found."
     pub fn resource_not_found(resource_type_and_name: &str, resource_group: &str) -> Self {
-        Self::not_found(format!(
-            "The Resource '{resource_type_and_name}' under resource group '{resource_group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
-        ))
+        Self::new(
+            ErrorCode::ResourceNotFound,
+            format!(
+                "The Resource '{resource_type_and_name}' under resource group '{resource_group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+            ),
+        )
     }
 
     /// Whether the database is unreachable (as opposed to a query being wrong).
@@ -112,68 +113,39 @@ impl ApiError {
                     | DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)
                     | DieselError::BrokenTransactionManager
             ),
-            ApiError::Arm { .. }
-            | ApiError::Storage(_)
-            | ApiError::Unauthorized { .. }
-            | ApiError::Throttled { .. } => false,
+            ApiError::Arm { .. } | ApiError::Throttled { .. } => false,
         }
     }
 
-    pub fn arm_parts(&self) -> (StatusCode, &'static str, String, Option<String>) {
-        match self {
+    /// The error as ARM answers it: status (from the table), code, message and target.
+    pub fn arm_parts(&self) -> (StatusCode, ErrorCode, String, Option<String>) {
+        let (code, message, target) = match self {
             ApiError::Arm {
-                status,
                 code,
                 message,
                 target,
-            } => (*status, code, message.clone(), target.clone()),
-            ApiError::Unauthorized { code, message } => {
-                (StatusCode::UNAUTHORIZED, code, message.clone(), None)
-            }
+            } => (*code, message.clone(), target.clone()),
             ApiError::Throttled {
                 retry_after_seconds,
             } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
+                ErrorCode::TooManyRequests,
                 format!(
                     "The request was throttled: too many requests from this principal. Retry after {retry_after_seconds} s."
                 ),
                 None,
             ),
-            ApiError::Storage(e) => {
-                use crate::storage::StorageError as S;
-                let (status, code) = match e {
-                    S::Crypto(_) | S::KeyUnavailable { .. } => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "StorageAccountKeyUnavailable",
-                    ),
-                    S::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "StorageAccountUnreachable"),
-                    S::Refused { .. } => (StatusCode::BAD_GATEWAY, "StorageRequestFailed"),
-                };
-                // The reason may name server configuration (a key file): it goes to the log only.
-                let message = match e {
-                    S::KeyUnavailable { account, .. } => format!(
-                        "The key of storage account '{account}' is unavailable on the server; the server's log has the reason."
-                    ),
-                    S::Crypto(_) => "A key sealed with the server's secrets key could not be opened (is --secrets-key-file the one this database was set up with?); the server's log has the reason.".to_string(),
-                    _ => e.to_string(),
-                };
-                (status, code, message, None)
-            }
             _ if self.database_unavailable() => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
+                ErrorCode::ServiceUnavailable,
                 "The database is unavailable. Retry the request later.".to_string(),
                 None,
             ),
             _ => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                "An internal error occurred. The request id identifies it in the server's log."
-                    .to_string(),
+                ErrorCode::InternalServerError,
+                INTERNAL_MESSAGE.to_string(),
                 None,
             ),
-        }
+        };
+        (code.status(), code, message, target)
     }
 }
 
@@ -190,7 +162,7 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         } else {
-            tracing::info!(code, %message, "request rejected");
+            tracing::info!(code = code.as_str(), %message, "request rejected");
         }
         let mut resp = HttpResponse::build(status);
         // Never a Retry-After on a 4xx other than 429: the Azure SDKs retry any error carrying one.
@@ -219,7 +191,7 @@ impl ResponseError for ApiError {
         }
         resp.json(CloudError {
             error: CloudErrorBody {
-                code: code.to_string(),
+                code: code.as_str().to_string(),
                 message,
                 target,
                 details: vec![],

@@ -9,8 +9,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::client::AgentClient;
-use crate::protocol::TransferRequest;
+use agent_protocol::{AgentClient, TransferRequest};
 
 /// Capture id → the file it wrote, appended to `files.tsv` as each capture starts.
 pub struct FileRecord {

@@ -1,4 +1,4 @@
-use agent_client::daemon::config::{Cli, Command};
+use capture_agent::config::{Cli, Command};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -22,7 +22,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => runtime.block_on(agent_client::daemon::agent::run(args)),
+        Command::Run(args) => runtime.block_on(capture_agent::agent::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,15 +8,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::config::RunArgs;
-use super::session::{Outcome, Session, Spec};
-use super::{credential, files, paths, upload};
-use crate::client::{AgentClient, ClientError};
-use crate::filter;
-use crate::protocol::{
-    CaptureAssignment, CaptureCounters, CaptureErrorCode, CaptureReport, DesiredState,
-    PendingUpload, RegisterRequest, TransferRequest,
+use agent_protocol::filter;
+use agent_protocol::{
+    AgentClient, CaptureAssignment, CaptureCounters, CaptureErrorCode, CaptureReport, ClientError,
+    DesiredState, PendingUpload, RegisterRequest, TransferRequest,
 };
+
+use crate::config::RunArgs;
+use crate::session::{Outcome, Session, Spec};
+use crate::{credential, files, paths, upload};
 
 /// How long a shutdown may take to stop captures and deliver their final reports.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -505,7 +505,7 @@ impl Agent {
                 .await
                 .ok()
                 .and_then(Result::ok)
-                .unwrap_or(Outcome::Stopped(crate::protocol::StopReason::AgentStopped));
+                .unwrap_or(Outcome::Stopped(agent_protocol::StopReason::AgentStopped));
             self.send_final(id, &r, outcome);
         }
     }

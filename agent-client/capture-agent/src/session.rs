@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tokio::sync::oneshot;
 
-use crate::protocol::{CaptureErrorCode, StopReason};
+use agent_protocol::{CaptureErrorCode, StopReason};
 
 /// Largest snap length libpcap accepts.
 pub const MAX_SNAPLEN: u64 = 262_144;

@@ -19,8 +19,7 @@ use md5::{Digest, Md5};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::client::{AgentClient, ClientError};
-use crate::protocol::{UploadResult, UploadTarget};
+use agent_protocol::{AgentClient, ClientError, UploadResult, UploadTarget};
 
 /// The storage API version the agent speaks (Azurite accepts up to 2025-11-05).
 const STORAGE_VERSION: &str = "2025-11-05";
@@ -155,7 +154,7 @@ pub async fn run(
             return;
         }
         if attempt > 0 {
-            let wait = super::agent::backoff(attempt - 1)
+            let wait = crate::agent::backoff(attempt - 1)
                 .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
             tokio::time::sleep(wait).await;
         }
@@ -349,7 +348,7 @@ async fn deliver(
             Err(ClientError::Server { status, .. }) if status == 404 || status == 409 => return,
             Err(e) => {
                 tracing::warn!(capture = %id, error = %e, "cannot report the upload; retrying");
-                tokio::time::sleep(super::agent::backoff(attempt)).await;
+                tokio::time::sleep(crate::agent::backoff(attempt)).await;
                 attempt = (attempt + 1).min(10);
             }
         }

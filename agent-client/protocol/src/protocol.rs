@@ -78,7 +78,8 @@ pub enum FilterProtocol {
 }
 
 /// One packet filter; fields are AND-ed, filters are OR-ed. Address and port values are a
-/// single value, a range `a-b` or a list `a;b;c`, already validated by the server.
+/// single value, a range `a-b` or a list `a;b;c` (no range inside a list), already validated by
+/// the server with the grammar the agents compile.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CaptureFilter {
