@@ -13,6 +13,7 @@ use crate::config::{
 };
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::error::StartupError;
+use crate::storage::StorageError;
 use crate::storage::accounts::{self, KeySource, Registry};
 use crate::storage::secrets::SecretsKey;
 
@@ -33,6 +34,9 @@ impl AdminDb {
             .external_url()
             .or_else(|| embedded.as_ref().map(|pg| pg.database_url()))
             .unwrap_or_default();
+        if let Err(e) = crate::db::diagnose::check(&url).await {
+            return Err(StartupError(e.message));
+        }
         crate::db::migrate(&url).await?;
         let conn = AsyncPgConnection::establish(&url)
             .await
@@ -122,22 +126,69 @@ async fn add(args: StorageAccountAddArgs) -> Result<(), StartupError> {
         std::time::Duration::from_secs(60),
         std::time::Duration::from_secs(60),
     );
+    if let KeySource::Value(v) = &key
+        && base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v).is_err()
+    {
+        return Err(StartupError(format!(
+            "the key given for {} is not valid base64: give the account key as Azure shows it (az storage account keys list), or Azurite's well-known development key",
+            args.id
+        )));
+    }
     let mut admin = AdminDb::open(&args.database).await?;
-    let result = registry
-        .add(&mut admin.conn, &args.id, &endpoint, args.premium, &key)
+    // Registered only once the account took the key (unless --offline): the container is
+    // created inside the transaction that registers it.
+    let result = admin
+        .conn
+        .transaction::<_, Refused, _>(async |conn| {
+            let row = registry
+                .add(conn, &args.id, &endpoint, args.premium, &key)
+                .await
+                .map_err(|e| Refused(StartupError(e.arm_parts().2)))?;
+            if !args.offline {
+                registry
+                    .ensure_container(&row)
+                    .await
+                    .map_err(|e| Refused(account_check_failed(&args.id, &endpoint, &e)))?;
+            }
+            Ok(row)
+        })
         .await;
     admin.close().await;
-    let row = result.map_err(|e| StartupError(e.arm_parts().2))?;
-    if !args.offline {
-        registry.ensure_container(&row).await.map_err(|e| {
-            StartupError(format!(
-                "registered, but the container '{}' could not be created: {e}",
-                crate::storage::CONTAINER
-            ))
-        })?;
-    }
+    let row = result.map_err(|Refused(e)| e)?;
     println!("registered {} ({})", row.resource_id, row.blob_endpoint);
     Ok(())
+}
+
+/// A registration rolled back, and why.
+struct Refused(StartupError);
+
+impl From<diesel::result::Error> for Refused {
+    fn from(e: diesel::result::Error) -> Self {
+        Refused(StartupError(format!("the database failed: {e}")))
+    }
+}
+
+/// Why `storage-accounts add` registered nothing, and what to do.
+fn account_check_failed(id: &str, endpoint: &str, e: &StorageError) -> StartupError {
+    let why = match e {
+        StorageError::Refused {
+            status: 403, code, ..
+        } => format!(
+            "the account refused the key (HTTP 403 {code}): check the account key and the account name in --id"
+        ),
+        StorageError::Refused { status, code, .. } => format!(
+            "the account answered HTTP {status} {code} when creating the container '{}'",
+            crate::storage::CONTAINER
+        ),
+        StorageError::Unreachable { reason, .. } => {
+            format!("the blob endpoint {endpoint} is unreachable ({reason}): check --blob-endpoint")
+        }
+        StorageError::KeyUnavailable { reason, .. } => format!("the key cannot be read: {reason}"),
+        StorageError::Crypto(m) => m.clone(),
+    };
+    StartupError(format!(
+        "{id} was not registered: {why}. Give --offline to register it without checking."
+    ))
 }
 
 fn secrets_of(db: &DatabaseArgs) -> Result<SecretsKey, StartupError> {

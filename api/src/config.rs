@@ -14,8 +14,18 @@ use clap::{Args, Parser, Subcommand};
     about = "ARM-compatible packet capture API server"
 )]
 pub struct Cli {
+    /// Log format on standard error: `text` (coloured only on a terminal, and never with
+    /// NO_COLOR set) or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CAPTURE_API_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,8 +267,9 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "CAPTURE_API_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Region of the network watchers created automatically for agents that give none.
-    #[arg(long, env = "CAPTURE_API_LOCATION", default_value = "local")]
+    /// Region of the network watchers created automatically for agents that give none (a
+    /// region name: 1-64 letters, digits and spaces).
+    #[arg(long, env = "CAPTURE_API_LOCATION", default_value = "local", value_parser = region_name)]
     pub location: String,
     /// How long a capture's create operation waits for the target's agent to start it.
     #[arg(long, env = "CAPTURE_API_AGENT_WAIT_SECONDS", default_value_t = 60)]
@@ -455,4 +466,10 @@ impl ServeArgs {
             stop_grace: Duration::from_secs(self.stop_grace_seconds),
         }
     }
+}
+
+/// A `--location`: a region name as the API accepts it.
+fn region_name(s: &str) -> Result<String, String> {
+    crate::arm::ids::validate_location(s, crate::error::ErrorCode::InvalidParameter, "--location")
+        .map_err(|e| e.to_string())
 }

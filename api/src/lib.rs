@@ -2,8 +2,9 @@
 //!
 //! Read top to bottom: [`config`] (command line), [`server`] (routes and start-up),
 //! [`routes`] (HTTP handlers per resource), [`arm`] (ARM ids, versions, models, validation),
-//! [`db`] (schema, rows and their queries, states, pool, migrations), [`lifecycle`] (every
-//! transition of a capture and its operations, and the sweeper),
+//! [`limits`] (every bound on what a caller controls), [`db`] (schema, rows and their queries,
+//! states, pool, migrations), [`lifecycle`] (every transition of a capture and its operations,
+//! and the sweeper),
 //! [`notify`] (LISTEN/NOTIFY wake-ups of agents' long polls), [`embedded_pg`] (the default
 //! local database), [`error`] (the one mapping of errors to ARM responses).
 
@@ -16,6 +17,7 @@ pub mod db;
 pub mod embedded_pg;
 pub mod error;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod notify;

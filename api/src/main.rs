@@ -1,17 +1,12 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use capture_api::config::{Cli, Command};
+use capture_api::config::{Cli, Command, LogFormat};
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Openapi => {
             print!("{}", capture_api::openapi::document_json());
@@ -32,6 +27,23 @@ async fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("capture-api: {e}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs on standard error, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            logs.with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .init()
         }
     }
 }

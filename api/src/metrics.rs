@@ -28,6 +28,9 @@ impl Gauge {
     pub fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -45,6 +48,10 @@ pub struct Metrics {
     pub file_bytes_streamed: Counter,
     pub auth_failures: Counter,
     pub throttled: Counter,
+    /// Restarts of the embedded PostgreSQL by this process after its postmaster exited.
+    pub embedded_db_restarts: Counter,
+    /// 1 while this process restarts its embedded PostgreSQL (`/readyz` answers 503 then).
+    pub embedded_db_restarting: Gauge,
 }
 
 impl Metrics {
@@ -59,7 +66,9 @@ impl Metrics {
              # HELP capture_api_uploads_failed_total Capture uploads given up by agents (StorageFailed).\n# TYPE capture_api_uploads_failed_total counter\ncapture_api_uploads_failed_total {}\n\
              # HELP capture_api_file_bytes_streamed_total Bytes of capture files streamed from agents to callers.\n# TYPE capture_api_file_bytes_streamed_total counter\ncapture_api_file_bytes_streamed_total {}\n\
              # HELP capture_api_auth_failures_total Management requests refused with 401.\n# TYPE capture_api_auth_failures_total counter\ncapture_api_auth_failures_total {}\n\
-             # HELP capture_api_throttled_total Management requests refused with 429.\n# TYPE capture_api_throttled_total counter\ncapture_api_throttled_total {}\n",
+             # HELP capture_api_throttled_total Management requests refused with 429.\n# TYPE capture_api_throttled_total counter\ncapture_api_throttled_total {}\n\
+             # HELP capture_api_embedded_database_restarts_total Restarts of the embedded PostgreSQL after its postmaster exited.\n# TYPE capture_api_embedded_database_restarts_total counter\ncapture_api_embedded_database_restarts_total {}\n\
+             # HELP capture_api_embedded_database_restarting 1 while the embedded PostgreSQL is being restarted.\n# TYPE capture_api_embedded_database_restarting gauge\ncapture_api_embedded_database_restarting {}\n",
             self.requests.get(),
             self.responses_4xx.get(),
             self.responses_5xx.get(),
@@ -70,6 +79,8 @@ impl Metrics {
             self.file_bytes_streamed.get(),
             self.auth_failures.get(),
             self.throttled.get(),
+            self.embedded_db_restarts.get(),
+            self.embedded_db_restarting.get(),
         )
     }
 }

@@ -9,7 +9,7 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpResponse, web};
 use tracing::Instrument;
 
-use crate::error::{CloudError, CloudErrorBody, ErrorCode};
+use crate::error::{CloudError, CloudErrorBody, ErrorCode, INTERNAL_MESSAGE};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
@@ -92,6 +92,11 @@ fn error_message(status: StatusCode, original: &str) -> String {
             "The request body is larger than the {} MB limit.",
             MAX_BODY_BYTES / (1024 * 1024)
         ),
+        // A server error's own words may tell how the server is built: they go to the log only.
+        StatusCode::SERVICE_UNAVAILABLE => {
+            "The service is unavailable. Retry the request later.".to_string()
+        }
+        s if s.is_server_error() => INTERNAL_MESSAGE.to_string(),
         StatusCode::NOT_FOUND if original.is_empty() => {
             "No resource or operation matches this path and method.".to_string()
         }
@@ -117,14 +122,14 @@ pub async fn arm_envelope(
         .await?
         .map_into_boxed_body();
     let status = res.status();
+    span.record("status", status.as_u16());
+    let _enter = span.enter();
     let mut res = if is_foreign_error(status, res.headers()) {
         arm_error(res)
     } else {
         res
     };
     ids.set_headers(res.headers_mut());
-    span.record("status", status.as_u16());
-    let _enter = span.enter();
     tracing::info!(
         status = status.as_u16(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -217,6 +222,9 @@ fn arm_error(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
         .try_into_bytes()
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), error = %original.trim(), "request failed");
+    }
     ServiceResponse::new(http_req, cloud_error_response(status, original.trim()))
 }
 
@@ -252,7 +260,20 @@ mod tests {
     use actix_web::http::StatusCode;
     use actix_web::http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
-    use super::{canonical_path, is_foreign_error};
+    use super::{canonical_path, error_message, is_foreign_error};
+
+    #[test]
+    fn foreign_server_errors_keep_their_words_to_the_log() {
+        let internal = "Requested application data is not configured correctly.";
+        let m = error_message(StatusCode::INTERNAL_SERVER_ERROR, internal);
+        assert_eq!(m, crate::error::INTERNAL_MESSAGE);
+        let m = error_message(StatusCode::SERVICE_UNAVAILABLE, internal);
+        assert!(!m.contains(internal), "{m}");
+        assert_eq!(
+            error_message(StatusCode::BAD_REQUEST, "Query deserialize error"),
+            "Query deserialize error"
+        );
+    }
 
     #[test]
     fn only_non_json_errors_are_foreign() {

@@ -1,12 +1,15 @@
 //! Builds and runs the HTTP server.
 
+mod http1;
+
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
+use actix_http::Protocol;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
@@ -34,9 +37,15 @@ fn tls_config(
                 cert.display()
             ))
         })?;
+    if certs.is_empty() {
+        return Err(StartupError(format!(
+            "--tls-cert {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            cert.display()
+        )));
+    }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         StartupError(format!(
-            "cannot read the private key {}: {e}",
+            "--tls-key {} holds no PEM private key (-----BEGIN PRIVATE KEY-----, or its RSA or EC form): {e}",
             key.display()
         ))
     })?;
@@ -89,20 +98,65 @@ async fn first_start_principal(state: &AppState, args: &ServeArgs) {
 
 /// Runs `capture-api serve` until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
+    // One server per data folder, decided before anything is touched; held until we exit.
+    let _owner = match args.database.external_url() {
+        Some(_) => None,
+        None => Some(own_data_folder(&args.database.data_dir)?),
+    };
+    // What the operator can fix without a database is checked before any database work.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+        _ => None,
+    };
+    let listening = bind(args.listen)?;
     let embedded = match args.database.external_url() {
         Some(_) => None,
         None => Some(EmbeddedPostgres::start(&args.database.data_dir).await?),
     };
-    let result = serve_with(&args, embedded.as_ref()).await;
+    let result = serve_with(&args, embedded.as_ref(), listening, tls).await;
     if let Some(pg) = &embedded {
         pg.stop().await;
     }
     result
 }
 
+/// Locks `DATA_DIR/server.lock` for this process (released when it exits, however it exits),
+/// or says which server holds it.
+fn own_data_folder(data_dir: &std::path::Path) -> Result<std::fs::File, StartupError> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| StartupError(format!("cannot create {}: {e}", data_dir.display())))?;
+    let path = data_dir.join("server.lock");
+    let mut file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StartupError(format!("cannot open {}: {e}", path.display())))?;
+    if file.try_lock().is_err() {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        return Err(StartupError(format!(
+            "another capture-api server ({}) is running on the data folder {}: stop it first, or give this one another --data-dir",
+            match holder.trim() {
+                "" => "pid unknown".to_string(),
+                pid => format!("pid {pid}"),
+            },
+            data_dir.display()
+        )));
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
+}
+
 async fn serve_with(
     args: &ServeArgs,
     embedded: Option<&EmbeddedPostgres>,
+    (listener, local): (TcpListener, SocketAddr),
+    tls: Option<rustls::ServerConfig>,
 ) -> Result<(), StartupError> {
     let database_url = database_url(args, embedded)?;
     migrate_with_retry(&database_url).await?;
@@ -117,8 +171,11 @@ async fn serve_with(
         shutdown_rx,
     ));
     let state = app_state(args, pool, hub, timing)?;
-    let (listener, local) = bind(args.listen)?;
-    let (running, scheme) = run_server(args, &state, listener)?;
+    if let Some(pg) = embedded {
+        // Restarts the cluster if its postmaster exits; `pg.stop()` waits for it to end.
+        pg.supervise(state.metrics.clone(), shutdown_tx.subscribe());
+    }
+    let (running, scheme) = run_server(args, &state, listener, tls)?;
     if embedded.is_some() && state.auth.config.enabled {
         first_start_principal(&state, args).await;
     }
@@ -206,31 +263,115 @@ fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
 
 /// Starts serving on `listener`, over HTTPS when `--tls-cert` and `--tls-key` are given; the
 /// running server and its scheme.
+///
+/// Built from actix's parts rather than with `HttpServer`, whose connections cannot be wrapped:
+/// each connection goes through [`http1::Guarded`], so that requests the HTTP layer refuses get
+/// ARM errors too. The settings are `HttpServer`'s defaults.
 fn run_server(
     args: &ServeArgs,
     state: &web::Data<AppState>,
     listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
 ) -> Result<(Server, &'static str), StartupError> {
-    let app_state = state.clone();
-    let mut server = HttpServer::new(move || app(app_state.clone())).shutdown_timeout(10);
+    use actix_service::{ServiceFactoryExt, fn_service};
+    use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
+    use actix_web::rt::net::TcpStream;
+
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartupError(format!("cannot read the listening address: {e}")))?;
+    let mut builder = actix_server::Server::build().shutdown_timeout(10);
     if let Some(workers) = args.workers {
-        server = server.workers(workers.max(1));
+        builder = builder.workers(workers.max(1));
     }
-    let scheme = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            server = server
-                .listen_rustls_0_23(listener, tls_config(cert, key)?)
+    let shutdown = builder.graceful_shutdown_signal();
+    let state = state.clone();
+    let scheme = match tls {
+        Some(mut tls) => {
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let acceptor = Acceptor::new(tls);
+            builder = builder
+                .listen("capture-api", listener, move || {
+                    let guard = guard(&state);
+                    acceptor
+                        .clone()
+                        .map_err(|_| ())
+                        .and_then(fn_service(move |io: TlsStream<TcpStream>| {
+                            let peer = io.get_ref().0.peer_addr().ok();
+                            std::future::ready(Ok::<_, ()>((guard(io), Protocol::Http1, peer)))
+                        }))
+                        .and_then(http(&state, true, addr, &shutdown).map_err(|_| ()))
+                })
                 .map_err(|e| StartupError(format!("cannot serve HTTPS: {e}")))?;
             "https"
         }
         _ => {
-            server = server
-                .listen(listener)
+            builder = builder
+                .listen("capture-api", listener, move || {
+                    let guard = guard(&state);
+                    fn_service(move |io: TcpStream| {
+                        let peer = io.peer_addr().ok();
+                        std::future::ready(Ok::<_, actix_http::error::DispatchError>((
+                            guard(io),
+                            Protocol::Http1,
+                            peer,
+                        )))
+                    })
+                    .and_then(http(&state, false, addr, &shutdown))
+                })
                 .map_err(|e| StartupError(format!("cannot serve HTTP: {e}")))?;
             "http"
         }
     };
-    Ok((server.run(), scheme))
+    Ok((builder.run(), scheme))
+}
+
+/// How long a connection may take to send its first request head (`HttpServer`'s default).
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One worker's connection guard: wraps a client connection in [`http1::Guarded`].
+fn guard<T>(state: &web::Data<AppState>) -> impl Fn(T) -> http1::Guarded<T> + Clone + use<T> {
+    // One per worker: it runs a clock task.
+    let config = actix_http::ServiceConfig::default();
+    let metrics = state.metrics.clone();
+    move |io| http1::Guarded::new(io, config.clone(), HEAD_TIMEOUT, Some(metrics.clone()))
+}
+
+/// One worker's HTTP/1.1 service over connections of type `T`, with `HttpServer`'s defaults.
+fn http<T>(
+    state: &web::Data<AppState>,
+    secure: bool,
+    addr: SocketAddr,
+    shutdown: &actix_server::GracefulShutdownSignal,
+) -> impl ServiceFactory<
+    (T, Protocol, Option<SocketAddr>),
+    Config = (),
+    Response = (),
+    Error = actix_http::error::DispatchError,
+    InitError = (),
+> + use<T>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    use actix_service::{IntoServiceFactory, map_config};
+    let shutdown = shutdown.clone();
+    let host = addr.to_string();
+    let app = app(state.clone()).into_factory();
+    actix_http::HttpService::build()
+        .graceful_shutdown_signal(move || {
+            let shutdown = shutdown.clone();
+            async move { shutdown.notified().await }
+        })
+        .keep_alive(actix_http::KeepAlive::default())
+        // The first request head's deadline is kept by `http1::Guarded` (an ARM 408).
+        .client_request_timeout(std::time::Duration::ZERO)
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+        .local_addr(addr)
+        // `AppConfig::new` is private to actix-web; this is the constructor its own test server
+        // uses. `secure` gives requests their scheme (for the absolute URLs we hand out).
+        .finish(map_config(app, move |_| {
+            actix_web::dev::AppConfig::__priv_test_new(secure, host.clone(), addr)
+        }))
 }
 
 /// One worker's application: every route, the OpenAPI document and Swagger UI, and the
@@ -259,6 +400,15 @@ fn app(
         .app_data(web::Data::new(CaptureReads::default()))
         .app_data(web::PayloadConfig::new(crate::middleware::MAX_BODY_BYTES))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+        // `/docs` without its slash: where people type it.
+        .route(
+            "/docs",
+            web::get().to(|| async {
+                actix_web::HttpResponse::PermanentRedirect()
+                    .insert_header(("Location", "/docs/"))
+                    .finish()
+            }),
+        )
         .wrap(from_fn(crate::auth::authenticate))
         .wrap(from_fn(crate::middleware::arm_envelope))
 }
@@ -266,18 +416,25 @@ fn app(
 async fn migrate_with_retry(database_url: &str) -> Result<(), StartupError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        match crate::db::migrate(database_url).await {
-            Ok(applied) => {
-                for m in applied {
-                    tracing::info!(migration = %m, "migration applied");
+        // What retrying cannot fix (a bad URL, an unknown host, a wrong password) fails now.
+        let reached = crate::db::diagnose::check(database_url).await;
+        let error = match reached {
+            Ok(()) => match crate::db::migrate(database_url).await {
+                Ok(applied) => {
+                    for m in applied {
+                        tracing::info!(migration = %m, "migration applied");
+                    }
+                    return Ok(());
                 }
-                return Ok(());
-            }
-            Err(e) if std::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, "database not ready; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(e),
+                Err(e) => e.0,
+            },
+            Err(e) if !e.transient => return Err(StartupError(e.message)),
+            Err(e) => e.message,
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(StartupError(format!("{error} (gave up after 30 s)")));
         }
+        tracing::warn!(%error, "database not ready; retrying");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }

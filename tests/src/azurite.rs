@@ -25,7 +25,7 @@ fn free_port() -> u16 {
 
 impl Azurite {
     pub fn start() -> Azurite {
-        let dir = std::env::temp_dir().join(format!("azurite-{}", uuid::Uuid::new_v4().simple()));
+        let dir = crate::scratch().join(format!("azurite-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("azurite dir");
         let mut a = Azurite {
             port: free_port(),

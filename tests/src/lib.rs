@@ -39,6 +39,40 @@ pub fn bin(name: &str) -> std::path::PathBuf {
     p
 }
 
+/// The one folder where this test process keeps everything it makes (the PostgreSQL cluster,
+/// server logs, agents' folders, keys): `TMPDIR/capture-e2e-<pid>`. The folders of earlier test
+/// processes that are no longer running are removed when it is first made, so a run leaves at
+/// most its own folder behind (kept for reading the logs of a failed test).
+pub fn scratch() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static SCRATCH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    SCRATCH
+        .get_or_init(|| {
+            let tmp = std::env::temp_dir();
+            remove_stale_scratch(&tmp);
+            let dir = tmp.join(format!("capture-e2e-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("scratch folder");
+            // The embedded clusters of some tests run as the postgres user, under this folder.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                .expect("scratch folder mode");
+            dir
+        })
+        .clone()
+}
+
+/// Removes the scratch folders in `tmp` of test processes that no longer run.
+pub fn remove_stale_scratch(tmp: &std::path::Path) {
+    for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let pid = name
+            .strip_prefix("capture-e2e-")
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// The workspace root.
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -116,4 +150,21 @@ pub fn spawn_child(cmd: std::process::Command) -> std::io::Result<std::process::
         .map_err(|_| std::io::Error::other("spawner thread gone"))?;
     rx.recv()
         .map_err(|_| std::io::Error::other("spawner thread gone"))?
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scratch_folders_of_ended_runs_are_removed() {
+        let tmp = std::env::temp_dir().join(format!("scratch-test-{}", std::process::id()));
+        let ended = tmp.join("capture-e2e-4294967294");
+        let running = tmp.join(format!("capture-e2e-{}", std::process::id()));
+        let other = tmp.join("capture-e2e-notapid");
+        for d in [&ended, &running, &other] {
+            std::fs::create_dir_all(d.join("logs")).unwrap();
+        }
+        super::remove_stale_scratch(&tmp);
+        assert!(!ended.exists() && running.exists() && other.exists());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }

@@ -81,7 +81,7 @@ impl Cluster {
 }
 
 fn start() -> Cluster {
-    let dir = std::env::temp_dir().join(format!("capture-e2e-pg-{}", std::process::id()));
+    let dir = crate::scratch().join("postgres");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("cluster dir");
     if crate::is_root() {

@@ -14,8 +14,7 @@ pub struct RealAgent {
 impl RealAgent {
     /// Starts an agent for `machine_id` against `server_url` (extra flags in `extra`).
     pub fn start(server_url: &str, machine_id: &str, extra: &[&str]) -> RealAgent {
-        let dir =
-            std::env::temp_dir().join(format!("capture-agent-{}", uuid::Uuid::new_v4().simple()));
+        let dir = crate::scratch().join(format!("capture-agent-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("agent dir");
         let captures_root = dir.join("captures");
         let mut args: Vec<String> = vec![

@@ -53,7 +53,7 @@ impl ServerOptions {
             extra: vec![],
             listen: "127.0.0.1:0".to_string(),
             // One per database: every server (replica) of a database shares it.
-            secrets_key_file: std::env::temp_dir().join(format!(
+            secrets_key_file: crate::scratch().join(format!(
                 "capture-secrets-{}.key",
                 uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, database_url.as_bytes()).simple()
             )),
@@ -79,7 +79,7 @@ impl TestServer {
 
     fn start_blocking(options: ServerOptions) -> TestServer {
         let log =
-            std::env::temp_dir().join(format!("capture-api-{}.log", uuid::Uuid::new_v4().simple()));
+            crate::scratch().join(format!("capture-api-{}.log", uuid::Uuid::new_v4().simple()));
         let mut cmd = Command::new("setpriv");
         cmd.arg("--pdeathsig=KILL")
             .arg(crate::bin("capture-api"))

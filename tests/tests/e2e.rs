@@ -2,13 +2,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod e2e {
+    pub mod agent_errors;
     pub mod agents;
     pub mod auth;
     pub mod capture;
     pub mod durability;
+    pub mod edges;
+    pub mod first_hour;
+    pub mod hostile_input;
     pub mod lifecycle;
+    pub mod readme;
     pub mod scale_sets;
+    pub mod schemathesis;
     pub mod sdk;
+    pub mod self_healing;
     pub mod semantics;
     pub mod server_ops;
     pub mod storage;
@@ -66,6 +73,33 @@ impl Ctx {
             "{}/{action}",
             capture_path(&self.sub, "rg1", nw, pc)
         ))
+    }
+
+    /// A new service principal of the built-in issuer, with `role` at `scope` if given: its
+    /// object id and a token for it.
+    pub fn principal(&self, role: Option<(&str, &str)>) -> (String, String) {
+        let sp: Value = serde_json::from_str(&self.server.cli(&[
+            "service-principals",
+            "create",
+            "--name",
+            "p",
+        ]))
+        .unwrap();
+        let client = sp["clientId"].as_str().unwrap().to_string();
+        let oid = sp["objectId"].as_str().unwrap().to_string();
+        if let Some((role, scope)) = role {
+            self.server.cli(&[
+                "role-assignments",
+                "create",
+                "--assignee",
+                &oid,
+                "--role",
+                role,
+                "--scope",
+                scope,
+            ]);
+        }
+        (oid, self.server.cli(&["token", "--principal", &client]))
     }
 
     pub fn vm(&self, vm: &str) -> String {

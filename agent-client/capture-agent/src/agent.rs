@@ -15,8 +15,9 @@ use agent_protocol::{
 };
 
 use crate::config::RunArgs;
+use crate::diagnose::{self, Bearer, Verdict};
 use crate::session::{Outcome, Session, Spec};
-use crate::{credential, files, paths, upload};
+use crate::{credential, files, paths, tls, upload};
 
 /// How long a shutdown may take to stop captures and deliver their final reports.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -51,6 +52,9 @@ pub struct Agent {
     /// The machine's credential, once the server gave one.
     credential: Option<credential::Stored>,
     enrollment_token: Option<String>,
+    /// Whether this process registered once: until then, errors that a server being deployed
+    /// may cause are retried for `--startup-retry-seconds` only.
+    registered_once: bool,
 }
 
 /// Capped exponential backoff with jitter.
@@ -67,10 +71,8 @@ pub fn backoff(attempt: u32) -> Duration {
 pub fn http_client(args: &RunArgs) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
     if let Some(ca) = &args.ca_cert {
-        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-        let cert =
-            reqwest::Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
-        b = b.tls_certs_merge([cert]);
+        let trusted = tls::read_ca_file(ca)?;
+        b = b.tls_backend_preconfigured(tls::client_config(trusted)?);
     }
     b.build().map_err(|e| format!("HTTP client: {e}"))
 }
@@ -81,6 +83,7 @@ impl Agent {
         client: AgentClient,
         outbox: Outbox,
         agent_id: tokio::sync::watch::Receiver<Uuid>,
+        enrollment_token: Option<String>,
     ) -> Agent {
         let files = files::FileRecord::open(&args.state_dir.join("files.tsv"));
         let upload_settings = Arc::new(upload::UploadSettings {
@@ -90,10 +93,6 @@ impl Agent {
         });
         let credential_file = credential::CredentialFile::new(&args.state_dir);
         let credential = credential_file.load(&args.machine_id);
-        let enrollment_token = args.enrollment_token().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read the enrollment token");
-            None
-        });
         client.set_bearer(
             credential
                 .as_ref()
@@ -115,6 +114,7 @@ impl Agent {
             uploads_started: HashSet::new(),
             upload_settings,
             shutting_down: false,
+            registered_once: false,
         }
     }
 
@@ -150,11 +150,12 @@ impl Agent {
         }
     }
 
-    /// Registers, retrying with backoff; `None` when shutdown was asked for meanwhile.
+    /// Registers, retrying transient errors with backoff: the agent id, `None` when shutdown was
+    /// asked for meanwhile, or the message of an error that retrying cannot fix.
     async fn register(
         &mut self,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> Option<Uuid> {
+    ) -> Result<Option<Uuid>, String> {
         let req = RegisterRequest {
             machine_id: self.args.machine_id.clone(),
             location: self.args.location.clone(),
@@ -165,14 +166,23 @@ impl Agent {
             running_captures: self.running.keys().copied().collect(),
         };
         let mut attempt = 0;
+        let started = tokio::time::Instant::now();
+        let startup_retry = Duration::from_secs(self.args.startup_retry_seconds);
+        let mut credential_refused = false;
         loop {
+            let bearer = match (&self.credential, self.client.bearer()) {
+                (_, None) => Bearer::None,
+                (Some(_), Some(_)) => Bearer::Credential,
+                (None, Some(_)) => Bearer::Token { credential_refused },
+            };
             match self.client.register(&req).await {
                 Ok(r) => {
                     tracing::info!(agent_id = %r.agent_id, "registered");
                     if let (Some(c), Some(e)) = (r.credential, r.credential_expires_on) {
                         self.keep_credential(c, e);
                     }
-                    return Some(r.agent_id);
+                    self.registered_once = true;
+                    return Ok(Some(r.agent_id));
                 }
                 // The stored credential no longer works (revoked, expired): enroll again if a
                 // token was given.
@@ -181,13 +191,27 @@ impl Agent {
                 {
                     tracing::warn!("the agent credential was refused; enrolling again");
                     self.credential = None;
+                    credential_refused = true;
                     self.client.set_bearer(self.enrollment_token.clone());
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "registration failed; retrying");
+                    match diagnose::registration(&e, &self.args, bearer) {
+                        Verdict::Fatal(message) => return Err(message),
+                        Verdict::Startup(message)
+                            if !self.registered_once && started.elapsed() >= startup_retry =>
+                        {
+                            return Err(format!(
+                                "{message} (gave up after retrying for {} s: --startup-retry-seconds)",
+                                startup_retry.as_secs()
+                            ));
+                        }
+                        Verdict::Startup(message) | Verdict::Transient(message) => {
+                            tracing::warn!(error = %message, "registration failed; retrying");
+                        }
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff(attempt)) => {}
-                        _ = shutdown.changed() => return None,
+                        _ = shutdown.changed() => return Ok(None),
                     }
                     attempt += 1;
                 }
@@ -195,16 +219,20 @@ impl Agent {
         }
     }
 
-    /// Runs until `shutdown` fires; then stops every capture and reports.
+    /// Runs until `shutdown` fires, or until an error that retrying cannot fix (its message is
+    /// returned); then stops every capture and reports.
     pub async fn run(
         mut self,
         agent_id: tokio::sync::watch::Sender<Uuid>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
         report_every: Duration,
-    ) {
-        let Some(mut id) = self.register(&mut shutdown).await else {
-            return;
+    ) -> Result<(), String> {
+        let mut id = match self.register(&mut shutdown).await {
+            Ok(Some(id)) => id,
+            Ok(None) => return Ok(()),
+            Err(fatal) => return Err(fatal),
         };
+        let mut fatal = None;
         let _ = agent_id.send(id);
         let mut since = None;
         let mut attempt = 0;
@@ -234,15 +262,27 @@ impl Agent {
                             self.resume_uploads(&a.uploads);
                         }
                         Err(ClientError::Server { status: 401 | 404, .. }) => {
-                            let Some(new_id) = self.register(&mut shutdown).await else {
-                                break;
+                            let new_id = match self.register(&mut shutdown).await {
+                                Ok(Some(new_id)) => new_id,
+                                Ok(None) => break,
+                                Err(e) => {
+                                    fatal = Some(e);
+                                    break;
+                                }
                             };
                             id = new_id;
                             let _ = agent_id.send(id);
                             since = None;
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "poll failed; retrying");
+                            match diagnose::transport(&e, &self.args) {
+                                Verdict::Fatal(m) => {
+                                    tracing::error!(error = %m, "poll failed; retrying");
+                                }
+                                Verdict::Startup(m) | Verdict::Transient(m) => {
+                                    tracing::warn!(error = %m, "poll failed; retrying");
+                                }
+                            }
                             delay = backoff(attempt);
                             attempt += 1;
                         }
@@ -258,7 +298,11 @@ impl Agent {
                 }
             }
         }
+        if let Some(message) = &fatal {
+            tracing::error!(error = %message, "cannot go on; stopping");
+        }
         self.shutdown().await;
+        fatal.map_or(Ok(()), Err)
     }
 
     fn reconcile(&mut self, assignments: &[CaptureAssignment]) {
@@ -553,20 +597,48 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.captures_root)
         .map_err(|e| format!("captures root {}: {e}", args.captures_root.display()))?;
     let _ = std::fs::create_dir_all(&args.state_dir);
-    let client = AgentClient::new(&args.server, http_client(&args)?).map_err(|e| e.to_string())?;
+    let client = AgentClient::new(&args.server, http_client(&args)?)
+        .map_err(|e| format!("--server: {e}"))?;
+    // What the agent registers with is known before any request.
+    let stored = credential::CredentialFile::new(&args.state_dir)
+        .load(&args.machine_id)
+        .is_some();
+    let enrollment_token = match args.enrollment_token() {
+        Ok(t) => t,
+        Err(e) if stored => {
+            tracing::warn!(error = %e, "using the stored credential");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    if enrollment_token.is_none() && !stored {
+        tracing::warn!(
+            state_dir = %args.state_dir.display(),
+            "no enrollment token (--enrollment-token, --enrollment-token-file) and no stored credential: registering without any, which only a server with --auth-disabled accepts"
+        );
+    }
     let (outbox, rx) = mpsc::unbounded_channel();
     let (id_tx, id_rx) = tokio::sync::watch::channel(Uuid::nil());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let delivery = tokio::spawn(deliver(client.clone(), id_rx.clone(), rx));
     let report_every = Duration::from_secs_f64(args.report_seconds.max(0.1));
-    let agent = Agent::new(args, client, outbox, id_rx.clone());
-    let main = tokio::spawn(agent.run(id_tx, stop_rx, report_every));
-    shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    // Captures are stopped and flushed within the deadline; reports get as long again.
-    let _ = tokio::time::timeout(SHUTDOWN_DEADLINE + Duration::from_secs(1), main).await;
+    let agent = Agent::new(args, client, outbox, id_rx.clone(), enrollment_token);
+    let mut main = tokio::spawn(agent.run(id_tx, stop_rx, report_every));
+    let result = tokio::select! {
+        _ = shutdown_signal() => {
+            let _ = stop_tx.send(true);
+            // Captures are stopped and flushed within the deadline; reports get as long again.
+            tokio::time::timeout(SHUTDOWN_DEADLINE + Duration::from_secs(1), &mut main)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(Ok(()))
+        }
+        // The agent ended by itself: an error that retrying cannot fix.
+        r = &mut main => r.unwrap_or_else(|e| Err(format!("the agent failed: {e}"))),
+    };
     let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, delivery).await;
-    Ok(())
+    result
 }
 
 async fn shutdown_signal() {

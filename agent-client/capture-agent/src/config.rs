@@ -11,8 +11,18 @@ use clap::{Args, Parser, Subcommand};
     about = "Packet capture agent: runs the captures the server assigns to this machine"
 )]
 pub struct Cli {
+    /// Log format on standard error: `text` (coloured only on a terminal, and never with
+    /// NO_COLOR set) or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CAPTURE_AGENT_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,10 +89,19 @@ pub struct RunArgs {
     /// Block size of uploads.
     #[arg(long, env = "CAPTURE_AGENT_UPLOAD_BLOCK_SIZE", default_value_t = 8 * 1024 * 1024)]
     pub upload_block_size: usize,
-    /// Blocks of one upload in flight at once; an upload's memory is about twice this many
-    /// blocks.
+    /// Blocks of one upload in flight at once; an upload's memory is about this many blocks
+    /// (each block is read once and handed to its request), whatever the file's size.
     #[arg(long, env = "CAPTURE_AGENT_UPLOAD_CONCURRENCY", default_value_t = 4)]
     pub upload_concurrency: usize,
+    /// How long the first registration retries errors a server being deployed may cause
+    /// (connection refused, DNS failure, 404 on the agent API) before the agent exits with the
+    /// error. Once registered, the agent retries those for as long as it runs.
+    #[arg(
+        long,
+        env = "CAPTURE_AGENT_STARTUP_RETRY_SECONDS",
+        default_value_t = 60
+    )]
+    pub startup_retry_seconds: u64,
     /// Seconds between counter reports of a running capture.
     #[arg(long, env = "CAPTURE_AGENT_REPORT_SECONDS", default_value_t = 2.0)]
     pub report_seconds: f64,
@@ -91,15 +110,28 @@ pub struct RunArgs {
 impl RunArgs {
     /// The enrollment token, from the flag or the file.
     pub fn enrollment_token(&self) -> Result<Option<String>, String> {
-        if let Some(t) = &self.enrollment_token {
-            return Ok(Some(t.trim().to_string()));
+        let (token, from) = if let Some(t) = &self.enrollment_token {
+            (t.trim().to_string(), "--enrollment-token".to_string())
+        } else if let Some(f) = &self.enrollment_token_file {
+            let t = std::fs::read_to_string(f).map_err(|e| {
+                format!(
+                    "cannot read --enrollment-token-file {}: {e}. Give a readable file holding the enrollment token (`capture-api agent-tokens create`).",
+                    f.display()
+                )
+            })?;
+            (
+                t.trim().to_string(),
+                format!("--enrollment-token-file {}", f.display()),
+            )
+        } else {
+            return Ok(None);
+        };
+        if token.is_empty() {
+            return Err(format!(
+                "{from} is empty: give the enrollment token that `capture-api agent-tokens create` printed."
+            ));
         }
-        match &self.enrollment_token_file {
-            Some(f) => std::fs::read_to_string(f)
-                .map(|t| Some(t.trim().to_string()))
-                .map_err(|e| format!("{}: {e}", f.display())),
-            None => Ok(None),
-        }
+        Ok(Some(token))
     }
 
     /// The device libpcap opens.

@@ -4,7 +4,9 @@
 pub mod agent;
 pub mod config;
 pub mod credential;
+pub mod diagnose;
 pub mod files;
 pub mod paths;
 pub mod session;
+pub mod tls;
 pub mod upload;

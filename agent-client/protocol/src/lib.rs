@@ -8,5 +8,5 @@ pub mod client;
 pub mod filter;
 pub mod protocol;
 
-pub use client::{AgentClient, ClientError};
+pub use client::{AgentClient, Cause, ClientError};
 pub use protocol::*;

@@ -36,8 +36,14 @@ pub struct NetworkWatcherProperties {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"location": "eastus", "tags": {}, "properties": {}}))]
 pub struct NetworkWatcherCreate {
-    /// Region of the watcher; one watcher per subscription and region.
+    /// Region of the watcher; one watcher per subscription and region. A region name: 1-64
+    /// letters, digits and spaces (`eastus`, `East US 2`).
+    #[schema(
+        max_length = 64,
+        pattern = "^[A-Za-z0-9]([A-Za-z0-9 ]{0,62}[A-Za-z0-9])?$"
+    )]
     pub location: String,
+    /// At most 50 tags; names at most 512 characters, values at most 256.
     #[serde(default)]
     pub tags: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -48,6 +54,7 @@ pub struct NetworkWatcherCreate {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"tags": {"tag1": "value1"}}))]
 pub struct TagsObject {
+    /// At most 50 tags; names at most 512 characters, values at most 256.
     pub tags: Option<BTreeMap<String, String>>,
 }
 
@@ -93,8 +100,9 @@ pub struct PacketCaptureParameters {
     #[schema(minimum = 0, maximum = 18000, default = 18000)]
     pub time_limit_in_seconds: Option<u32>,
     pub storage_location: PacketCaptureStorageLocation,
-    /// Filters, OR-ed; the fields of one filter are AND-ed.
+    /// Filters, OR-ed; the fields of one filter are AND-ed. At most 100 filters.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 100)]
     pub filters: Option<Vec<PacketCaptureFilter>>,
     /// Nullable: absent = null. With true or false, `localPath` is used instead of `filePath`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,7 +113,11 @@ pub struct PacketCaptureParameters {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct PacketCaptureMachineScope {
+    /// Instances to capture on (ids, or instance ids like `"0"`); at most 1000.
+    #[schema(max_items = 1000)]
     pub include: Vec<String>,
+    /// Instances not to capture on; at most 1000.
+    #[schema(max_items = 1000)]
     pub exclude: Vec<String>,
 }
 
@@ -133,13 +145,21 @@ pub struct PacketCaptureFilter {
     /// `TCP`, `UDP` or `Any` (default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
+    /// An address, a range `a-b` or a list `a;b;c`; at most 512 characters.
     #[serde(rename = "localIPAddress", skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512)]
     pub local_ip_address: Option<String>,
+    /// An address, a range `a-b` or a list `a;b;c`; at most 512 characters.
     #[serde(rename = "remoteIPAddress", skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512)]
     pub remote_ip_address: Option<String>,
+    /// A port, a range `a-b` or a list `a;b;c`; at most 512 characters.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512)]
     pub local_port: Option<String>,
+    /// A port, a range `a-b` or a list `a;b;c`; at most 512 characters.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512)]
     pub remote_port: Option<String>,
 }
 

@@ -8,12 +8,13 @@ use std::net::IpAddr;
 use agent_protocol::filter::{self, Field, FilterValue, Kind, ValueError};
 use serde_json::{Map, Value};
 
-use super::ids::ResourceId;
+use super::ids::{ResourceId, check_id_parts};
 use super::models::{
     PacketCaptureFilter, PacketCaptureMachineScope, PacketCaptureParameters, PacketCaptureSettings,
     PacketCaptureStorageLocation,
 };
 use crate::error::{ApiError, ErrorCode};
+use crate::limits::{self, shown};
 
 pub const DEFAULT_TOTAL_BYTES: u64 = 1_073_741_824;
 pub const DEFAULT_TIME_LIMIT: u32 = 18_000;
@@ -153,7 +154,10 @@ fn target_type(props: &Map<String, Value>) -> Result<String> {
         Some(t) if t.eq_ignore_ascii_case("AzureVMSS") => Ok("AzureVMSS".to_string()),
         Some(t) => Err(invalid(
             "properties.targetType",
-            format!("Unknown targetType '{t}'. Supported values: 'AzureVM', 'AzureVMSS'."),
+            format!(
+                "Unknown targetType '{}'. Supported values: 'AzureVM', 'AzureVMSS'.",
+                shown(&t)
+            ),
         )),
     }
 }
@@ -183,10 +187,12 @@ fn target(props: &Map<String, Value>, target_type: &str) -> Result<(String, Reso
         return Err(invalid(
             "properties.target",
             format!(
-                "Target '{target_s}' is not a valid {target_type} resource id; expected {form}."
+                "Target '{}' is not a valid {target_type} resource id; expected {form}.",
+                shown(&target_s)
             ),
         ));
     };
+    check_id_parts(&target_s, &target, "properties.target")?;
     Ok((target_s, target))
 }
 
@@ -256,6 +262,14 @@ fn limits(props: &Map<String, Value>) -> Result<Limits> {
 fn filters(props: &Map<String, Value>) -> Result<Vec<PacketCaptureFilter>> {
     match field(props, "filters") {
         None => Ok(vec![]),
+        Some(Value::Array(items)) if items.len() > limits::MAX_FILTERS => Err(invalid(
+            "properties.filters",
+            format!(
+                "'properties.filters' has {} filters; a packet capture may have at most {}.",
+                items.len(),
+                limits::MAX_FILTERS
+            ),
+        )),
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
@@ -299,6 +313,14 @@ fn instance_list(o: &Map<String, Value>, name: &str, vmss: &str) -> Result<Vec<S
     let path = format!("properties.scope.{name}");
     match field(o, name) {
         None => Ok(vec![]),
+        Some(Value::Array(items)) if items.len() > limits::MAX_SCOPE_INSTANCES => Err(invalid(
+            &path,
+            format!(
+                "'{path}' has {} instances; it may have at most {} (the instances of the largest scale set).",
+                items.len(),
+                limits::MAX_SCOPE_INSTANCES
+            ),
+        )),
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
@@ -308,7 +330,10 @@ fn instance_list(o: &Map<String, Value>, name: &str, vmss: &str) -> Result<Vec<S
                     .as_str()
                     .ok_or_else(|| format_error(&p, format!("'{p}' must be a string.")))?;
                 // An instance id alone ("0") or the full instance resource id.
-                if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+                if !s.is_empty()
+                    && s.len() <= limits::MAX_COMPUTE_NAME_CHARS
+                    && s.chars().all(|c| c.is_ascii_digit())
+                {
                     return Ok(format!("{vmss}/virtualMachines/{s}"));
                 }
                 match ResourceId::parse(s) {
@@ -319,11 +344,15 @@ fn instance_list(o: &Map<String, Value>, name: &str, vmss: &str) -> Result<Vec<S
                         ) && crate::arm::ids::key(s)
                             .starts_with(&crate::arm::ids::key(&format!("{vmss}/"))) =>
                     {
+                        check_id_parts(s, &id, &p)?;
                         Ok(s.to_string())
                     }
                     _ => Err(invalid(
                         &p,
-                        format!("'{s}' is not an instance of the scale set '{vmss}'."),
+                        format!(
+                            "'{}' is not an instance of the scale set '{vmss}'.",
+                            shown(s)
+                        ),
                     )),
                 }
             })
@@ -336,16 +365,18 @@ fn instance_list(o: &Map<String, Value>, name: &str, vmss: &str) -> Result<Vec<S
 fn storage_id(o: &Map<String, Value>) -> Result<Option<String>> {
     let storage_id = string(o, "storageId", "properties.storageLocation.storageId")?;
     if let Some(id) = &storage_id {
-        let ok = ResourceId::parse(id)
-            .is_some_and(|r| r.is_type("Microsoft.Storage", &["storageAccounts"]));
-        if !ok {
+        let parsed =
+            ResourceId::parse(id).filter(|r| r.is_type("Microsoft.Storage", &["storageAccounts"]));
+        let Some(parsed) = parsed else {
             return Err(invalid(
                 "properties.storageLocation.storageId",
                 format!(
-                    "'{id}' is not a storage account resource id; expected /subscriptions/{{subscriptionId}}/resourceGroups/{{resourceGroup}}/providers/Microsoft.Storage/storageAccounts/{{accountName}}."
+                    "'{}' is not a storage account resource id; expected /subscriptions/{{subscriptionId}}/resourceGroups/{{resourceGroup}}/providers/Microsoft.Storage/storageAccounts/{{accountName}}.",
+                    shown(id)
                 ),
             ));
-        }
+        };
+        check_id_parts(id, &parsed, "properties.storageLocation.storageId")?;
     }
     Ok(storage_id)
 }
@@ -410,18 +441,20 @@ pub fn capture_path(p: &str, target: &str) -> Result<()> {
     let ok = under
         && p.ends_with(".cap")
         && p.len() > CAPTURE_FOLDER.len() + 5
-        && !p.contains('\0')
+        && !p.chars().any(char::is_control)
         && !p.contains('\\')
         && !p.split('/').any(|seg| seg == ".." || seg == ".")
         && !p.contains("//")
-        && p.len() <= 4096;
+        && p.len() <= limits::MAX_FILE_PATH_BYTES;
     if ok {
         Ok(())
     } else {
         Err(invalid(
             target,
             format!(
-                "'{p}' is not a valid capture file path: on Linux it must start with '{CAPTURE_FOLDER}/', end in '.cap', and contain no '.' or '..' segments."
+                "'{}' is not a valid capture file path: on Linux it must start with '{CAPTURE_FOLDER}/', end in '.cap', be at most {} bytes long, and contain no '.' or '..' segments and no control characters.",
+                shown(p),
+                limits::MAX_FILE_PATH_BYTES
             ),
         ))
     }
@@ -438,7 +471,10 @@ fn filter(v: &Value, path: &str) -> Result<PacketCaptureFilter> {
             .ok_or_else(|| {
                 invalid(
                     &format!("{path}.protocol"),
-                    format!("Unknown protocol '{p}'. Supported values: 'TCP', 'UDP', 'Any'."),
+                    format!(
+                        "Unknown protocol '{}'. Supported values: 'TCP', 'UDP', 'Any'.",
+                        shown(&p)
+                    ),
                 )
             })?,
     };
@@ -455,6 +491,16 @@ fn filter(v: &Value, path: &str) -> Result<PacketCaptureFilter> {
         let Some(value) = string(o, name, &p)? else {
             continue;
         };
+        let len = value.chars().count();
+        if len > limits::MAX_FILTER_VALUE_CHARS {
+            return Err(invalid(
+                &p,
+                format!(
+                    "'{p}' is {len} characters long; a filter value may have at most {}.",
+                    limits::MAX_FILTER_VALUE_CHARS
+                ),
+            ));
+        }
         let value = value.trim().to_string();
         if value.is_empty() {
             continue;
@@ -759,6 +805,60 @@ mod tests {
         ] {
             assert!(message.contains(part), "{message}");
         }
+    }
+
+    #[test]
+    fn bounds_name_the_field() {
+        let file = json!({"filePath": "/var/captures/a.cap"});
+        let with_filters = |n: usize| json!({"properties": {"target": vm(), "storageLocation": file, "filters": vec![json!({}); n]}});
+        assert!(capture_body(&with_filters(limits::MAX_FILTERS)).is_ok());
+        assert_eq!(
+            target_of(with_filters(limits::MAX_FILTERS + 1)),
+            "properties.filters"
+        );
+        let long = "1;".repeat(limits::MAX_FILTER_VALUE_CHARS / 2) + "1";
+        assert_eq!(
+            target_of(
+                json!({"properties": {"target": vm(), "storageLocation": file, "filters": [{"remotePort": long}]}})
+            ),
+            "properties.filters[0].remotePort"
+        );
+        let sub = "00000000-0000-0000-0000-000000000001";
+        let vm_named = |name: &str| {
+            format!(
+                "/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}"
+            )
+        };
+        for bad in [
+            vm_named(&"v".repeat(8000)),
+            vm_named("v\u{0}m"),
+            vm_named("v m"),
+        ] {
+            assert_eq!(
+                target_of(json!({"properties": {"target": bad, "storageLocation": file}})),
+                "properties.target"
+            );
+        }
+        assert_eq!(
+            target_of(
+                json!({"properties": {"target": vm(), "storageLocation": {"filePath": "/var/captures/a\u{1}.cap"}}})
+            ),
+            "properties.storageLocation.filePath"
+        );
+        let vmss = format!(
+            "/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/ss"
+        );
+        let instances = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>();
+        let scoped = |include: Vec<String>| json!({"properties": {"target": vmss, "targetType": "AzureVMSS", "scope": {"include": include}, "storageLocation": file}});
+        assert!(capture_body(&scoped(instances(limits::MAX_SCOPE_INSTANCES))).is_ok());
+        assert_eq!(
+            target_of(scoped(instances(limits::MAX_SCOPE_INSTANCES + 1))),
+            "properties.scope.include"
+        );
+        assert_eq!(
+            target_of(scoped(vec![format!("{vmss}/virtualMachines/1\u{0}")])),
+            "properties.scope.include[0]"
+        );
     }
 
     #[test]

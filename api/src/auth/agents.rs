@@ -86,6 +86,57 @@ pub async fn revoke_token(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult
         > 0)
 }
 
+/// Whether the bearer of a registration is worth reading the body for: an enrollment token that
+/// can still be redeemed, or some machine's current credential (401 otherwise). Which machine it
+/// may register is decided once the body names it ([`redeem`], or the credential's own machine).
+pub async fn check_registration_bearer(
+    conn: &mut AsyncPgConnection,
+    bearer: &AgentBearer,
+) -> ApiResult<()> {
+    let refused_token =
+        || unauthorized("The enrollment token is invalid, expired, revoked or used.");
+    match bearer.0.as_deref() {
+        None => Ok(()),
+        Some(t) if t.starts_with(ENROLLMENT_PREFIX) => {
+            let (id, secret) = t
+                .strip_prefix(ENROLLMENT_PREFIX)
+                .and_then(|t| t.split_once('.'))
+                .ok_or_else(refused_token)?;
+            let id: Uuid = id.parse().map_err(|_| refused_token())?;
+            let usable: Option<AgentToken> = agent_tokens::table
+                .find(id)
+                .filter(agent_tokens::revoked_at.is_null())
+                .filter(agent_tokens::expires_at.gt(Utc::now()))
+                .filter(agent_tokens::reusable.or(agent_tokens::uses.eq(0)))
+                .select(AgentToken::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            match usable {
+                Some(token) if token.secret_hash == fast_hash(secret) => Ok(()),
+                _ => Err(refused_token()),
+            }
+        }
+        Some(t) if t.starts_with(CREDENTIAL_PREFIX) => {
+            let known: bool = diesel::select(diesel::dsl::exists(
+                machines::table.filter(credential_matches(t)),
+            ))
+            .get_result(conn)
+            .await?;
+            if known {
+                Ok(())
+            } else {
+                Err(unauthorized(
+                    "The credential is not a machine's, or it expired or was revoked.",
+                ))
+            }
+        }
+        Some(_) => Err(unauthorized(
+            "Register with an enrollment token (cet_...) or the machine's credential (cac_...).",
+        )),
+    }
+}
+
 /// Redeems an enrollment token for `machine_key` (inside the caller's transaction).
 pub async fn redeem(conn: &mut AsyncPgConnection, token: &str, machine_key: &str) -> ApiResult<()> {
     let refused = || unauthorized("The enrollment token is invalid, expired, revoked or used.");

@@ -169,6 +169,7 @@ pub fn mint(
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some(signer.kid.clone());
     jsonwebtoken::encode(&header, &claims, &signer.key)
+        .map(tokens::with_low_s)
         .map_err(|e| ApiError::internal(format!("cannot sign a token: {e}")))
 }
 
@@ -320,13 +321,18 @@ impl Caller {
         if rbac::allowed(&self.assignments(auth).await?, action, scope) {
             return Ok(());
         }
-        Err(ApiError::new(
+        Err(self.denied(action, scope))
+    }
+
+    /// 403 `AuthorizationFailed`, worded as Azure words it.
+    fn denied(&self, action: &str, scope: &str) -> ApiError {
+        ApiError::new(
             ErrorCode::AuthorizationFailed,
             format!(
                 "The client '{id}' with object id '{id}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
                 id = self.0.id
             ),
-        ))
+        )
     }
 
     /// The subscriptions the caller sees: those with an assignment of the caller at or under
@@ -366,6 +372,29 @@ impl Caller {
                     .map(|rest| rest.split('/').next().unwrap_or(rest).to_string())
             })
             .collect())
+    }
+
+    /// The filter of a list at `scope` (a subscription or a resource group): whether the caller
+    /// may do `action` on each item. As in ARM, a caller that may do `action` neither at (or
+    /// above) the scope nor on anything below it is refused (403 `AuthorizationFailed`); one
+    /// allowed only below it (e.g. Reader on one watcher of the listed resource group) gets
+    /// what it may read.
+    pub async fn list_filter(
+        &self,
+        auth: &Auth,
+        action: &str,
+        scope: &str,
+    ) -> ApiResult<impl Fn(&str) -> bool + use<>> {
+        if !self.0.unrestricted {
+            let key = rbac::scope_key(scope);
+            let reaches = self.assignments(auth).await?.iter().any(|(s, role)| {
+                role.allows(action) && (rbac::covers(s, &key) || rbac::covers(&key, s))
+            });
+            if !reaches {
+                return Err(self.denied(action, scope));
+            }
+        }
+        self.filter(auth, action).await
     }
 
     /// A filter for lists: whether the caller may do `action` on each scope.

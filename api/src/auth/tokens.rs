@@ -43,6 +43,48 @@ enum Kind {
     DevSecret,
 }
 
+/// A key refresh claimed by one request. If that request goes away before the keys arrive
+/// (its connection ended), the claim is given back: otherwise the issuer's new keys would stay
+/// unknown, and their tokens refused, until [`REFRESH_INTERVAL`] passes.
+struct RefreshClaim<'a> {
+    keys: &'a Mutex<HashMap<String, Keys>>,
+    iss: &'a str,
+    /// The time of the refresh before this one, while the claim may still be given back.
+    previous: Option<Option<Instant>>,
+}
+
+impl<'a> RefreshClaim<'a> {
+    fn take(keys: &'a Mutex<HashMap<String, Keys>>, iss: &'a str) -> RefreshClaim<'a> {
+        let mut map = keys.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(iss.to_string()).or_default();
+        let previous = entry.refreshed.replace(Instant::now());
+        RefreshClaim {
+            keys,
+            iss,
+            previous: Some(previous),
+        }
+    }
+
+    /// The fetch ended (with keys or not): the claim stands.
+    fn keep(&mut self) {
+        self.previous = None;
+    }
+}
+
+impl Drop for RefreshClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous.take()
+            && let Some(k) = self
+                .keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(self.iss)
+        {
+            k.refreshed = previous;
+        }
+    }
+}
+
 #[derive(Default)]
 struct Keys {
     by_kid: HashMap<String, (DecodingKey, Algorithm)>,
@@ -87,6 +129,54 @@ fn key_of(jwk: &Jwk) -> Option<(String, (DecodingKey, Algorithm))> {
     };
     let key = DecodingKey::from_jwk(jwk).ok()?;
     Some((kid, (key, alg)))
+}
+
+/// The order n of the P-256 group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+/// ⌊n / 2⌋: the largest low `s`.
+const P256_HALF_ORDER: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+];
+
+/// The `s` half of an ES256 token's signature (`r ‖ s`, 64 bytes, canonical base64url).
+fn es256_s(token: &str) -> Option<[u8; 32]> {
+    let sig = URL_SAFE_NO_PAD.decode(token.rsplit('.').next()?).ok()?;
+    sig.get(32..64)?.try_into().ok().filter(|_| sig.len() == 64)
+}
+
+/// Whether an ES256 token's signature has a low `s` (s ≤ n/2). (r, s) and (r, n − s) both verify:
+/// accepting only the low one keeps a token one string (and the built-in issuer mints only
+/// those, see [`with_low_s`]).
+pub(crate) fn has_low_s(token: &str) -> bool {
+    // Equal-length big-endian numbers compare as byte strings.
+    es256_s(token).is_some_and(|s| s <= P256_HALF_ORDER)
+}
+
+/// An ES256 token with its signature's `s` replaced by n − s when it is high: the same
+/// signature, in the one form [`has_low_s`] accepts.
+pub(crate) fn with_low_s(token: String) -> String {
+    let Some(s) = es256_s(&token).filter(|s| *s > P256_HALF_ORDER) else {
+        return token;
+    };
+    let mut low = [0u8; 32];
+    let mut borrow = 0u16;
+    for i in (0..32).rev() {
+        let d = u16::from(P256_ORDER[i]).wrapping_sub(u16::from(s[i]) + borrow);
+        low[i] = (d & 0xff) as u8;
+        borrow = u16::from(d > 0xff);
+    }
+    let Some((signed, sig)) = token.rsplit_once('.') else {
+        return token;
+    };
+    let Ok(mut sig) = URL_SAFE_NO_PAD.decode(sig) else {
+        return token;
+    };
+    sig[32..].copy_from_slice(&low);
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
 /// The `iss` claim of a token, read before its signature is checked (to choose the key).
@@ -210,6 +300,13 @@ impl Validator {
                 header.alg
             )));
         }
+        // Built-in tokens are minted with a low s; other issuers' ES256 signers (most do not
+        // normalise s) are taken as RFC 7518 defines them.
+        if kind == Kind::BuiltIn && !has_low_s(token) {
+            return Err(invalid(
+                "The token's signature is invalid (not the canonical low-s ES256 form).",
+            ));
+        }
         let key = self.decoding_key(config, kind, &iss, &header).await?;
         let validation = validation(config, &iss, header.alg);
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
@@ -292,13 +389,9 @@ impl Validator {
         };
         if due {
             // Claim the refresh before fetching: concurrent misses do not fetch again.
-            self.keys
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(iss.to_string())
-                .or_default()
-                .refreshed = Some(Instant::now());
+            let mut claim = RefreshClaim::take(&self.keys, iss);
             let fetched = self.fetch(config, kind, iss).await;
+            claim.keep();
             let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             let entry = keys.entry(iss.to_string()).or_default();
             match fetched {
@@ -410,6 +503,81 @@ mod tests {
         .unwrap();
         assert_eq!((user.id.as_str(), user.app_id), ("s", None));
         assert!(principal_of(claims(serde_json::json!({"exp": 1}))).is_err());
+    }
+
+    #[test]
+    fn es256_signatures_are_normalised_to_a_low_s() {
+        let token_with_s = |s: [u8; 32]| {
+            let mut sig = vec![7u8; 32];
+            sig.extend_from_slice(&s);
+            format!("h.p.{}", URL_SAFE_NO_PAD.encode(sig))
+        };
+        let mut high = P256_HALF_ORDER;
+        high[31] += 1;
+        assert!(has_low_s(&token_with_s(P256_HALF_ORDER)));
+        assert!(!has_low_s(&token_with_s(high)));
+        assert!(!has_low_s("h.p.c2hvcnQ"));
+        // n − (⌊n/2⌋ + 1) = ⌊n/2⌋ (n is odd).
+        assert_eq!(
+            with_low_s(token_with_s(high)),
+            token_with_s(P256_HALF_ORDER)
+        );
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        let mut n_minus_one = P256_ORDER;
+        n_minus_one[31] -= 1;
+        assert_eq!(with_low_s(token_with_s(n_minus_one)), token_with_s(one));
+        let low = token_with_s(one);
+        assert_eq!(with_low_s(low.clone()), low);
+    }
+
+    /// A validator trusting a JWKS file with the tests' RSA key, and a token of that key.
+    fn file_issuer() -> (Validator, AuthConfig, String) {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let iss = "https://issuer.test.invalid/";
+        let jwk: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures.join("rsa-test-key.jwk.json")).unwrap(),
+        )
+        .unwrap();
+        let jwks = std::env::temp_dir().join(format!("jwks-{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+        let config = AuthConfig {
+            enabled: true,
+            tenant: "t".into(),
+            issuer: "https://builtin.test.invalid/".into(),
+            audiences: vec!["https://management.azure.com".into()],
+            token_ttl: Duration::from_secs(3600),
+            oidc_issuers: vec![],
+            jwks_file: Some((jwks, iss.into())),
+            dev_hs256: None,
+            rate_per_second: 0.0,
+            rate_burst: 0.0,
+            agent_credential_ttl: Duration::from_secs(3600),
+        };
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({"iss": iss, "aud": "https://management.azure.com",
+            "oid": "o", "iat": now, "nbf": now, "exp": now + 600});
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("rsa-test-1".into());
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(
+            &std::fs::read(fixtures.join("rsa-test-key.pem")).unwrap(),
+        )
+        .unwrap();
+        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        // Never connected: the file issuer's keys need no database.
+        let pool = crate::db::pool("postgres://nobody@127.0.0.1:1/none", 1).unwrap();
+        (Validator::new(pool), config, token)
+    }
+
+    #[tokio::test]
+    async fn a_key_refresh_given_up_midway_is_done_by_the_next_request() {
+        use futures_util::FutureExt;
+        let (validator, config, token) = file_issuer();
+        // The first request goes away while the keys are being read (its client left).
+        let first = validator.validate(&config, &token).now_or_never();
+        assert!(first.is_none(), "the keys were read at once");
+        let principal = validator.validate(&config, &token).await.unwrap();
+        assert_eq!(principal.id, "o");
     }
 
     #[test]

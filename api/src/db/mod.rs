@@ -1,6 +1,7 @@
 //! The database: connection pool, embedded migrations, schema and row models.
 
 pub mod captures;
+pub mod diagnose;
 pub mod machines;
 pub mod models;
 pub mod schema;

@@ -73,6 +73,8 @@ error_codes! {
     InvalidTagNameOrValue => BAD_REQUEST,
     /// A network watcher was created without a location.
     LocationRequired => BAD_REQUEST,
+    /// A location that is not a region name (letters, digits and spaces, at most 64).
+    LocationNotAvailableForResourceType => BAD_REQUEST,
     /// A network watcher's location cannot change.
     InvalidResourceLocation => BAD_REQUEST,
     /// The region already has its network watcher in this subscription.
@@ -163,6 +165,10 @@ error_codes! {
     CaptureFileNotAvailable => CONFLICT,
     /// The agent holding a capture's file is not connected.
     CaptureAgentUnavailable => CONFLICT,
+
+    // 408
+    /// A management request's body, or any request's head, did not arrive in time.
+    RequestTimeout => REQUEST_TIMEOUT,
 
     // 411
     /// An agent file upload without Content-Length.

@@ -1,7 +1,8 @@
 //! Errors, and their one mapping to ARM error responses.
 //!
 //! Every handler returns [`ApiError`]; its [`ResponseError`] impl is the only place that turns
-//! an error into an HTTP status and a `{"error": {"code", "message", "target"}}` body.
+//! an error into an HTTP status and a `{"error": {"code", "message", "target"}}` body (`target`
+//! and `details` only when they have something to say, as ARM writes them).
 
 mod codes;
 
@@ -24,7 +25,7 @@ pub struct StartupError(pub String);
 
 /// ARM error response body.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({"error": {"code": "ResourceNotFound", "message": "The Resource 'Microsoft.Network/networkWatchers/nw1/packetCaptures/pc1' under resource group 'rg1' was not found.", "target": null, "details": []}}))]
+#[schema(example = json!({"error": {"code": "ResourceNotFound", "message": "The Resource 'Microsoft.Network/networkWatchers/nw1/packetCaptures/pc1' under resource group 'rg1' was not found."}}))]
 pub struct CloudError {
     pub error: CloudErrorBody,
 }
@@ -36,9 +37,12 @@ pub struct CloudErrorBody {
     pub code: String,
     /// A message for people.
     pub message: String,
-    /// The JSON path of the field in error, when there is one.
+    /// The JSON path of the field in error; absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub target: Option<String>,
-    /// More errors (always empty here).
+    /// More errors; absent when there are none (always, here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(no_recursion)]
     pub details: Vec<CloudErrorBody>,
 }
@@ -65,7 +69,7 @@ pub enum ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// The message of every `InternalServerError`: the detail goes to the log only.
-const INTERNAL_MESSAGE: &str =
+pub(crate) const INTERNAL_MESSAGE: &str =
     "An internal error occurred. The request id identifies it in the server's log.";
 
 impl ApiError {
@@ -107,12 +111,19 @@ impl ApiError {
     fn database_unavailable(&self) -> bool {
         match self {
             ApiError::Pool(_) => true,
-            ApiError::Database(e) => matches!(
-                e,
+            ApiError::Database(e) => match e {
                 DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-                    | DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)
-                    | DieselError::BrokenTransactionManager
-            ),
+                | DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)
+                | DieselError::BrokenTransactionManager => true,
+                // The server going away (57P01/57P02) or not up yet (57P03): diesel has no kind
+                // for these, and gives no SQLSTATE, only PostgreSQL's message.
+                DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+                    let m = info.message();
+                    m.starts_with("terminating connection")
+                        || m.starts_with("the database system is")
+                }
+                _ => false,
+            },
             ApiError::Arm { .. } | ApiError::Throttled { .. } => false,
         }
     }

@@ -162,9 +162,10 @@ pub async fn upload_result(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let (agent_id, capture_id) = path.into_inner();
-    let result: UploadResult = super::agent_body(&body, "upload result")?;
     let mut conn = state.conn().await?;
+    // Who is asking comes first: a refused credential learns nothing of the body's schema.
     let c = own_capture(&mut conn, agent_id, &bearer, capture_id).await?;
+    let result: UploadResult = super::agent_body(&body, "upload result")?;
     match result {
         // A retry of a report that was recorded but whose answer was lost.
         UploadResult::Uploaded { .. } if c.upload_state == Some(UploadState::Uploaded) => {}
@@ -279,16 +280,19 @@ pub async fn send_file(
     mut payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let (agent_id, id) = path.into_inner();
-    let size: i64 = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| ApiError::new(ErrorCode::LengthRequired, "Content-Length is required."))?;
     let key = transfer_key(id);
-    {
+    let size = {
         let mut conn = state.conn().await?;
+        // Who is asking comes first, then what the request says.
         own_transfer(&mut conn, agent_id, &bearer, id).await?;
+        let size: i64 = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::LengthRequired, "Content-Length is required.")
+            })?;
         // Only the first sender of a requested transfer goes on.
         let started = diesel::update(
             file_transfers::table
@@ -306,7 +310,8 @@ pub async fn send_file(
             return Err(canceled());
         }
         notify(&mut conn, &key).await?;
-    }
+        size
+    };
     match receive_chunks(&state, id, size, &mut payload).await {
         Ok(()) => Ok(HttpResponse::NoContent().finish()),
         Err(e) => {
@@ -463,9 +468,10 @@ pub async fn decline_file(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let (agent_id, id) = path.into_inner();
-    let failure: TransferFailure = super::agent_body(&body, "failure")?;
     let mut conn = state.conn().await?;
+    // Who is asking comes first: a refused credential learns nothing of the body's schema.
     own_transfer(&mut conn, agent_id, &bearer, id).await?;
+    let failure: TransferFailure = super::agent_body(&body, "failure")?;
     diesel::update(
         file_transfers::table.find(id).filter(
             file_transfers::state.eq_any([TransferState::Requested, TransferState::Sending]),

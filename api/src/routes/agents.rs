@@ -25,6 +25,7 @@ use crate::db::models::{CaptureRow, MachineRow, NewMachine, WatcherRow};
 use crate::db::schema::{file_transfers, machines, packet_captures};
 use crate::error::{ApiError, ApiResult, CloudError, ErrorCode};
 use crate::lifecycle::{self, CaptureStatus, ProvisioningState, TransferState, UploadState};
+use crate::limits;
 use crate::state::AppState;
 
 fn agent_not_registered(agent_id: Uuid) -> ApiError {
@@ -65,6 +66,8 @@ pub async fn register(
     bearer: AgentBearer,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    // Who is asking comes first: a refused bearer learns nothing of the body's schema.
+    crate::auth::agents::check_registration_bearer(&mut *state.conn().await?, &bearer).await?;
     let req: RegisterRequest = super::agent_body(&body, "registration")?;
     let machine = machine_of(&req)?;
     let location = match req.location.trim() {
@@ -113,8 +116,10 @@ pub async fn register(
     }))
 }
 
-/// The machine a registration names: a VM or a scale set instance.
+/// The machine a registration names (a VM or a scale set instance), once every field of the
+/// registration is within its bounds (see [`registration_fields`]).
 fn machine_of(req: &RegisterRequest) -> ApiResult<ResourceId> {
+    registration_fields(req)?;
     let machine = ResourceId::parse(&req.machine_id)
         .filter(is_machine_id)
         .ok_or_else(|| {
@@ -123,12 +128,58 @@ fn machine_of(req: &RegisterRequest) -> ApiResult<ResourceId> {
                 "machineId",
                 format!(
                     "'{}' is not a virtual machine resource id (/subscriptions/{{s}}/resourceGroups/{{rg}}/providers/Microsoft.Compute/virtualMachines/{{name}}).",
-                    req.machine_id
+                    limits::shown(&req.machine_id)
                 ),
             )
         })?;
     ids::validate_subscription(&machine.subscription)?;
+    ids::check_id_parts(&req.machine_id, &machine, "machineId")?;
     Ok(machine)
+}
+
+/// The bounds of a registration's fields: `location` empty or a region name; `hostname`, `os`,
+/// `agentVersion` and each interface at most [`limits::MAX_AGENT_TEXT_CHARS`] characters without
+/// control characters; at most [`limits::MAX_AGENT_INTERFACES`] interfaces and
+/// [`limits::MAX_RUNNING_CAPTURES`] running captures. 400 `InvalidParameter` naming the field.
+fn registration_fields(req: &RegisterRequest) -> ApiResult<()> {
+    let code = ErrorCode::InvalidParameter;
+    if !req.location.trim().is_empty() {
+        ids::validate_location(&req.location, code, "location")?;
+    }
+    for (value, target) in [
+        (&req.hostname, "hostname"),
+        (&req.os, "os"),
+        (&req.agent_version, "agentVersion"),
+    ] {
+        limits::check_text(value, limits::MAX_AGENT_TEXT_CHARS, code, target)?;
+    }
+    if req.interfaces.len() > limits::MAX_AGENT_INTERFACES {
+        return Err(ApiError::invalid(
+            code,
+            "interfaces",
+            format!(
+                "{} interfaces were given; at most {} are allowed.",
+                req.interfaces.len(),
+                limits::MAX_AGENT_INTERFACES
+            ),
+        ));
+    }
+    for (i, interface) in req.interfaces.iter().enumerate() {
+        let target = format!("interfaces[{i}]");
+        limits::check_text(interface, limits::MAX_AGENT_TEXT_CHARS, code, &target)?;
+    }
+    if req.running_captures.len() > limits::MAX_RUNNING_CAPTURES {
+        return Err(ApiError::invalid(
+            code,
+            "runningCaptures",
+            format!(
+                "{} running captures were given; at most {} are allowed.",
+                req.running_captures.len(),
+                limits::MAX_RUNNING_CAPTURES
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Who may register the machine `key`: the holder of an enrollment token whose scope holds it
@@ -461,10 +512,11 @@ pub async fn report(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let (agent_id, capture_id) = path.into_inner();
-    let report: CaptureReport = super::agent_body(&body, "report")?;
     let mut conn = state.conn().await?;
     conn.transaction::<_, ApiError, _>(async |conn| {
+        // Who is asking comes first: a refused credential learns nothing of the body's schema.
         let machine = touch(conn, agent_id, &bearer).await?;
+        let report: CaptureReport = super::agent_body(&body, "report")?;
         lifecycle::agent::report(conn, &machine.resource_key, capture_id, &report, Utc::now()).await
     })
     .await?;

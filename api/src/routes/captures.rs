@@ -11,10 +11,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::paths::{
-    CaptureAddress, CaptureDelete, CapturePath, CaptureQueryStatus, CaptureRead, CaptureStop,
-    CaptureWrite, WatcherPath,
+    CaptureAddress, CaptureDelete, CaptureList, CapturePath, CaptureQueryStatus, CaptureRead,
+    CaptureStop, CaptureWrite, WatcherPath,
 };
-use super::{json_body, lro_response, next_link, skiptoken};
+use super::{lro_response, next_link, page_len, skiptoken};
 use crate::arm::api_version::NetworkApiVersion;
 use crate::arm::ids::validate_resource_name;
 use crate::arm::models::{
@@ -30,6 +30,7 @@ use crate::db::watchers::Lock;
 use crate::error::{ApiError, ApiResult, CloudError, ErrorCode};
 use crate::lifecycle::create::NewCaptureSpec;
 use crate::lifecycle::{self, ProvisioningState, stop::Request};
+use crate::limits::{self, Heavy, JsonBody};
 use crate::state::{AppState, CaptureReads, CaptureView};
 
 pub fn to_model(c: &CaptureRow) -> PacketCaptureResult {
@@ -248,10 +249,13 @@ async fn put_capture(
     responses(
         (status = 201, description = "Created; provisioningState Updating until the agent started the capture", body = PacketCaptureResult,
          headers(("Azure-AsyncOperation" = String), ("Location" = String), ("Retry-After" = i32))),
-        (status = 400, description = "Invalid parameters; `target` is the JSON path of the field", body = CloudError),
+        (status = 400, description = "Invalid parameters, or over a bound (at most 100 filters of at most 512 characters a value, 1000 instances in each scope list, 4096 JSON values); `target` is the JSON path of the field", body = CloudError),
         (status = 404, description = "No such network watcher", body = CloudError),
         (status = 409, description = "Exists with other parameters", body = CloudError),
         (status = 412, description = "Precondition failed", body = CloudError),
+        (status = 413, description = "Body over 1 MiB", body = CloudError),
+        (status = 503, description = "Busy with other requests with a body; retry after Retry-After", body = CloudError,
+         headers(("Retry-After" = i32))),
         (status = "default", description = "ARM error", body = CloudError),
     )
 )]
@@ -263,10 +267,10 @@ pub async fn create(
     state: web::Data<AppState>,
     path: CapturePath<CaptureWrite>,
     v: NetworkApiVersion,
-    body: web::Bytes,
+    body: JsonBody,
 ) -> ApiResult<HttpResponse> {
     validate_resource_name(&path.name, "packet capture")?;
-    let valid = validate::capture_body(&json_body(&body)?)?;
+    let valid = validate::capture_body(&body.value)?;
     authorize_target(&state, &path.caller, &valid).await?;
     let pre = Preconditions::of(&req);
     let principal = path.caller.id().to_string();
@@ -321,6 +325,8 @@ pub async fn get_capture(
 }
 
 /// List the packet captures of a network watcher (paged with nextLink).
+///
+/// A page holds at most `--page-size` captures, and ends early past 1 MiB of them.
 #[utoipa::path(
     tag = "PacketCaptures",
     operation_id = "PacketCaptures_List",
@@ -331,6 +337,8 @@ pub async fn get_capture(
     ),
     responses(
         (status = 200, description = "A page of captures", body = PacketCaptureListResult),
+        (status = 503, description = "Busy with other lists; retry after Retry-After", body = CloudError,
+         headers(("Retry-After" = i32))),
         (status = "default", description = "ARM error", body = CloudError),
     )
 )]
@@ -340,31 +348,79 @@ pub async fn get_capture(
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: WatcherPath<CaptureRead>,
+    path: WatcherPath<CaptureList>,
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
-    let after = skiptoken(&req).unwrap_or_default();
+    let after = skiptoken(&req)?.unwrap_or_default();
+    let readable = path
+        .caller
+        .filter(&state.auth, actions::CAPTURE_READ)
+        .await?;
+    let _turn = limits::admit(Heavy::List).await?;
     let mut conn = state.conn().await?;
     let watcher = path.fetch(&mut conn, Lock::None).await?;
-    let rows: Vec<(String, CaptureRow)> = packet_captures::table
-        .filter(packet_captures::watcher_id.eq(watcher.id))
-        .filter(packet_captures::name_key.gt(&after))
-        .filter(packet_captures::parent_id.is_null())
+    let captures = || {
+        packet_captures::table
+            .filter(packet_captures::watcher_id.eq(watcher.id))
+            .filter(packet_captures::name_key.gt(&after))
+            .filter(packet_captures::parent_id.is_null())
+    };
+    // The page's keys and sizes first: the page ends at `page_size` items or when the next one
+    // would pass MAX_LIST_PAGE_BYTES, so that only what is sent is loaded.
+    let sizes: Vec<(String, i32)> = captures()
         .order(packet_captures::name_key)
         .limit(state.page_size + 1)
-        .select((packet_captures::name_key, CaptureRow::as_select()))
+        .select((
+            packet_captures::name_key,
+            diesel::dsl::sql::<diesel::sql_types::Integer>(
+                "octet_length(packet_captures.parameters::text) + octet_length(packet_captures.resource_id)",
+            ),
+        ))
         .load(&mut conn)
         .await?;
-    let more = rows.len() as i64 > state.page_size;
-    let page: Vec<_> = rows.into_iter().take(state.page_size as usize).collect();
-    let next = match (more, page.last()) {
+    let fits = page_len(
+        sizes.iter().map(|(_, n)| usize::try_from(*n).unwrap_or(0)),
+        state.page_size as usize,
+    );
+    let rows: Vec<(String, CaptureRow)> = match sizes.get(fits.saturating_sub(1)) {
+        Some((last, _)) => {
+            captures()
+                .filter(packet_captures::name_key.le(last))
+                .order(packet_captures::name_key)
+                .limit(fits as i64)
+                .select((packet_captures::name_key, CaptureRow::as_select()))
+                .load(&mut conn)
+                .await?
+        }
+        None => vec![],
+    };
+    drop(conn);
+    // More after this page: measured, or a capture created in between took a place in it.
+    let measured_last = sizes.get(fits.saturating_sub(1)).map(|(k, _)| k.as_str());
+    let overtaken = rows.len() == fits && rows.last().map(|(k, _)| k.as_str()) != measured_last;
+    let more = sizes.len() > fits || overtaken;
+    let next = match (more, rows.last()) {
         (true, Some((key, _))) => Some(next_link(&state.base_url(&req), req.path(), &v.0, key)),
         _ => None,
     };
-    Ok(HttpResponse::Ok().json(PacketCaptureListResult {
-        value: page.iter().map(|(_, c)| to_model(c)).collect(),
-        next_link: next,
-    }))
+    // What the caller may not read stays out (the next link follows the scan).
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|(_, c)| readable(&c.resource_id))
+        .collect();
+    // Built off the worker's thread: a page of large captures does not hold up other requests.
+    let body = web::block(move || {
+        serde_json::to_vec(&PacketCaptureListResult {
+            value: rows.iter().map(|(_, c)| to_model(c)).collect(),
+            next_link: next,
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
 }
 
 /// Query the status of a packet capture (answers 200 at once).

@@ -20,14 +20,35 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Readiness: the database answers.
+// 503 `ServiceUnavailable` (with `Retry-After`) while it does not, and while this process
+// restarts its embedded database (`/healthz`, liveness only, stays 200 meanwhile: the process
+// recovers by itself and needs no restart).
 #[utoipa::path(tag = "Operations", responses(
     (status = 200, description = "Ready"),
     (status = 503, description = "Database unavailable", body = CloudError),
 ))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    let mut conn = state.conn().await?;
-    diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+    if state.metrics.embedded_db_restarting.get() > 0 {
+        return Err(ApiError::new(
+            crate::error::ErrorCode::ServiceUnavailable,
+            "The embedded database is restarting: its PostgreSQL process exited and the server is starting it again. Retry the request later.",
+        ));
+    }
+    let check = async {
+        let mut conn = state.conn().await?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+        Ok::<_, ApiError>(())
+    };
+    // Whatever keeps the database from answering (connection refused, the connection ended by a
+    // dying server, recovery in progress), the server is not ready: never a 500 here.
+    if let Err(e) = check.await {
+        tracing::warn!(error = %e, "not ready: the database does not answer");
+        return Err(ApiError::new(
+            crate::error::ErrorCode::ServiceUnavailable,
+            "The database is unavailable. Retry the request later.",
+        ));
+    }
     Ok(HttpResponse::Ok().content_type("text/plain").body("ready"))
 }
 
@@ -99,6 +120,7 @@ pub async fn get_vm(
 ) -> ApiResult<HttpResponse> {
     let (sub, rg, vm) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    super::paths::check_vm_name(&rg, &vm)?;
     caller
         .authorize(
             &state.auth,

@@ -16,6 +16,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::arm::ids;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::limits;
 
 /// Every route, registered once for both the server and the OpenAPI document.
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -56,33 +57,59 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(misc::metrics);
 }
 
-/// Parses a JSON request body, answering ARM errors for what is not JSON.
+/// Parses a JSON request body, answering ARM errors for what is not JSON, and refusing a body
+/// of more than [`limits::MAX_JSON_VALUES`] values (400 naming the array that holds too many)
+/// before it costs more memory.
 pub fn json_body(body: &web::Bytes) -> ApiResult<serde_json::Value> {
-    if body.is_empty() {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidRequestContent,
-            "body",
-            "The request body is required.",
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(
-            ErrorCode::InvalidRequestContent,
-            "body",
-            format!("The request content was invalid and could not be deserialized: {e}"),
-        )
-    })
+    limits::json_value(body)
 }
 
 /// Parses an agent protocol body of type `T`; `what` names it in the error.
+/// Text with a NUL character anywhere is refused, naming the field: PostgreSQL cannot store it.
 pub fn agent_body<T: serde::de::DeserializeOwned>(body: &web::Bytes, what: &str) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| {
+    let invalid = |message: String| {
         ApiError::invalid(
             ErrorCode::InvalidRequestContent,
             "body",
-            format!("Invalid {what}: {e}"),
+            format!("Invalid {what}: {message}"),
         )
-    })
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    if let Some(field) = nul_at(&value, "") {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidParameter,
+            &field,
+            format!("'{field}' may not contain NUL characters (\\u0000)."),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
+}
+
+/// The JSON path of the first text holding a NUL character, if any.
+fn nul_at(v: &serde_json::Value, path: &str) -> Option<String> {
+    let join = |key: &str| match path {
+        "" => key.to_string(),
+        _ => format!("{path}.{key}"),
+    };
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => Some(match path {
+            "" => "body".to_string(),
+            _ => path.to_string(),
+        }),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_at(item, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(join(&k.replace('\0', "\\u0000")))
+            } else {
+                nul_at(v, &join(k))
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// The headers of a long-running operation's 201/202: both monitors and a Retry-After.
@@ -94,7 +121,10 @@ pub fn lro_response(
     api_version: &str,
 ) -> actix_web::HttpResponseBuilder {
     let subscription = &watcher.subscription_id;
-    let loc = ids::location_key(&watcher.location);
+    // Percent-encoded: the headers can always be built, whatever a stored location holds.
+    let loc: String =
+        url::form_urlencoded::byte_serialize(ids::location_key(&watcher.location).as_bytes())
+            .collect();
     let prefix = format!(
         "{base_url}/subscriptions/{subscription}/providers/Microsoft.Network/locations/{loc}"
     );
@@ -117,9 +147,62 @@ pub fn next_link(base_url: &str, path: &str, api_version: &str, last_key: &str) 
     format!("{base_url}{path}?api-version={api_version}&$skiptoken={token}")
 }
 
-/// The `$skiptoken` of a list request, if any.
-pub fn skiptoken(req: &actix_web::HttpRequest) -> Option<String> {
-    url::form_urlencoded::parse(req.query_string().as_bytes())
+/// How many items of a list page: at most `max_items`, and no more than fit in
+/// [`limits::MAX_LIST_PAGE_BYTES`] given each item's stored size (in key order), but always one
+/// when there is one.
+pub fn page_len(sizes: impl IntoIterator<Item = usize>, max_items: usize) -> usize {
+    /// What an item adds to its stored size in a page: name, etag, state, punctuation.
+    const ITEM_OVERHEAD: usize = 256;
+    let mut total = 0usize;
+    let mut n = 0;
+    for size in sizes.into_iter().take(max_items) {
+        total = total.saturating_add(size.saturating_add(ITEM_OVERHEAD));
+        if n > 0 && total > limits::MAX_LIST_PAGE_BYTES {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// The `$skiptoken` of a list request, if any: 400 for one that no `nextLink` holds (too long,
+/// or with control characters).
+pub fn skiptoken(req: &actix_web::HttpRequest) -> ApiResult<Option<String>> {
+    let Some(token) = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k.eq_ignore_ascii_case("$skiptoken"))
         .map(|(_, v)| v.into_owned())
+    else {
+        return Ok(None);
+    };
+    limits::check_text(
+        &token,
+        limits::MAX_SKIPTOKEN_CHARS,
+        ErrorCode::InvalidParameter,
+        "$skiptoken",
+    )
+    .map_err(|_| {
+        ApiError::invalid(
+            ErrorCode::InvalidParameter,
+            "$skiptoken",
+            format!(
+                "The $skiptoken is not one this server gives in a nextLink (at most {} characters, no control characters): follow nextLink as given.",
+                limits::MAX_SKIPTOKEN_CHARS
+            ),
+        )
+    })?;
+    Ok(Some(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_end_at_items_or_bytes_with_at_least_one() {
+        assert_eq!(page_len([], 100), 0);
+        assert_eq!(page_len([10; 500], 100), 100);
+        let big = limits::MAX_LIST_PAGE_BYTES / 4;
+        assert_eq!(page_len([big; 10], 100), 3);
+        assert_eq!(page_len([limits::MAX_LIST_PAGE_BYTES * 3; 2], 100), 1);
+    }
 }

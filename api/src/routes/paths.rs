@@ -9,19 +9,25 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
+use actix_web::http::Method;
 use actix_web::{FromRequest, HttpRequest, web};
 use diesel_async::AsyncPgConnection;
 
 use crate::arm::ids;
+use crate::arm::models::WATCHER_TYPE;
 use crate::auth::{Caller, actions};
 use crate::db::models::{CaptureRow, WatcherRow};
 use crate::db::watchers::Lock;
 use crate::error::{ApiError, ApiResult};
+use crate::limits::shown;
 use crate::state::AppState;
 
 /// An RBAC action, as a type.
 pub trait Action {
     const NAME: &'static str;
+    /// A list: the caller needs `NAME` at the scope or on something below it (what it may
+    /// not read is filtered out by the handler), as ARM lists do.
+    const LIST: bool = false;
 }
 
 macro_rules! action {
@@ -42,6 +48,14 @@ action! {
     CaptureQueryStatus = actions::CAPTURE_QUERY_STATUS;
 }
 
+/// Lists of captures: `CAPTURE_READ` at the watcher, or on one of its captures.
+pub struct CaptureList;
+
+impl Action for CaptureList {
+    const NAME: &'static str = actions::CAPTURE_READ;
+    const LIST: bool = true;
+}
+
 type Extracting<T> = Pin<Box<dyn Future<Output = ApiResult<T>>>>;
 
 /// Validates `{subscriptionId}` (and `{resourceGroupName}`).
@@ -53,6 +67,21 @@ pub fn check_scope(subscription: &str, resource_group: Option<&str>) -> ApiResul
     Ok(())
 }
 
+/// Checks the `{vmName}` of a virtual machine read: a name no machine can have answers 404
+/// `ResourceNotFound` without a lookup.
+pub fn check_vm_name(resource_group: &str, vm: &str) -> ApiResult<()> {
+    if ids::is_compute_name(vm) {
+        return Ok(());
+    }
+    Err(ApiError::resource_not_found(
+        &format!(
+            "Microsoft.Compute/virtualMachines/{}",
+            shown(vm).escape_default()
+        ),
+        resource_group,
+    ))
+}
+
 /// ARM id of a network watcher, as the request named it (an authorization scope).
 pub fn watcher_scope(subscription: &str, rg: &str, nw: &str) -> String {
     format!(
@@ -62,6 +91,31 @@ pub fn watcher_scope(subscription: &str, rg: &str, nw: &str) -> String {
 
 fn watcher_not_found(rg: &str, name: &str) -> ApiError {
     ApiError::resource_not_found(&format!("Microsoft.Network/networkWatchers/{name}"), rg)
+}
+
+/// Checks a resource name of the path: a name no resource can have (control characters, too
+/// long, …) never reaches the database. A request that would create, change or delete a
+/// resource of that name (PUT, PATCH, DELETE) answers 400 `InvalidResourceName`; one that reads
+/// it (GET, POST actions) 404 `ResourceNotFound`, as for any name that names nothing.
+/// `type_path` is what precedes the name in the not-found message (e.g.
+/// `Microsoft.Network/networkWatchers`), `what` the resource's kind in words.
+pub fn check_path_name(
+    method: &Method,
+    resource_group: &str,
+    type_path: &str,
+    what: &str,
+    name: &str,
+) -> ApiResult<()> {
+    if ids::is_resource_name(name) {
+        return Ok(());
+    }
+    if matches!(*method, Method::PUT | Method::PATCH | Method::DELETE) {
+        return ids::validate_resource_name(name, what);
+    }
+    Err(ApiError::resource_not_found(
+        &format!("{type_path}/{}", shown(name).escape_default()),
+        resource_group,
+    ))
 }
 
 /// What `…/networkWatchers/{networkWatcherName}` names.
@@ -193,12 +247,20 @@ pub trait Address: Sized + 'static {
 impl Address for WatcherAddress {
     fn from_path(req: &HttpRequest) -> Extracting<Self> {
         let parts = web::Path::<(String, String, String)>::extract(req);
+        let method = req.method().clone();
         Box::pin(async move {
             let (subscription, resource_group, name) = parts
                 .await
                 .map_err(|e| ApiError::internal(format!("path: {e}")))?
                 .into_inner();
             check_scope(&subscription, Some(&resource_group))?;
+            check_path_name(
+                &method,
+                &resource_group,
+                WATCHER_TYPE,
+                "network watcher",
+                &name,
+            )?;
             Ok(WatcherAddress {
                 subscription,
                 resource_group,
@@ -215,12 +277,28 @@ impl Address for WatcherAddress {
 impl Address for CaptureAddress {
     fn from_path(req: &HttpRequest) -> Extracting<Self> {
         let parts = web::Path::<(String, String, String, String)>::extract(req);
+        let method = req.method().clone();
         Box::pin(async move {
             let (subscription, resource_group, watcher, name) = parts
                 .await
                 .map_err(|e| ApiError::internal(format!("path: {e}")))?
                 .into_inner();
             check_scope(&subscription, Some(&resource_group))?;
+            // The watcher is only read: a capture under a watcher that cannot exist is not found.
+            check_path_name(
+                &Method::GET,
+                &resource_group,
+                WATCHER_TYPE,
+                "network watcher",
+                &watcher,
+            )?;
+            check_path_name(
+                &method,
+                &resource_group,
+                &format!("{WATCHER_TYPE}/{watcher}/packetCaptures"),
+                "packet capture",
+                &name,
+            )?;
             Ok(CaptureAddress {
                 watcher: WatcherAddress {
                     subscription,
@@ -249,9 +327,12 @@ impl<T: Address, A: Action + 'static> FromRequest for Authorized<T, A> {
             let address = address.await?;
             let caller = caller.await?;
             let state = state.ok_or_else(|| ApiError::internal("no application state"))?;
-            caller
-                .authorize(&state.auth, A::NAME, &address.authorization_scope())
-                .await?;
+            let scope = address.authorization_scope();
+            if A::LIST {
+                let _readable = caller.list_filter(&state.auth, A::NAME, &scope).await?;
+            } else {
+                caller.authorize(&state.auth, A::NAME, &scope).await?;
+            }
             Ok(Authorized {
                 address,
                 caller,

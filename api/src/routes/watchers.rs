@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::paths::{
     WatcherAddress, WatcherDelete, WatcherPath, WatcherRead, WatcherWrite, check_scope,
 };
-use super::{json_body, lro_response, next_link, skiptoken};
+use super::{lro_response, next_link, skiptoken};
 use crate::arm::api_version::NetworkApiVersion;
 use crate::arm::ids::{self, validate_resource_name};
 use crate::arm::models::{
@@ -25,6 +25,7 @@ use crate::db::schema::network_watchers;
 use crate::db::watchers::Lock;
 use crate::error::{ApiError, ApiResult, CloudError, ErrorCode};
 use crate::lifecycle::{self, ProvisioningState, stop::Request};
+use crate::limits::{self, JsonBody};
 use crate::state::AppState;
 
 pub fn to_model(w: &WatcherRow) -> NetworkWatcher {
@@ -50,26 +51,42 @@ fn tags_of(obj: &serde_json::Map<String, Value>) -> ApiResult<Option<BTreeMap<St
     {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => {
-            if m.len() > 50 {
+            if m.len() > limits::MAX_TAGS {
                 return Err(ApiError::invalid(
                     ErrorCode::InvalidTagsCount,
                     "tags",
-                    "At most 50 tags are allowed.",
+                    format!(
+                        "{} tags were given; at most {} tags are allowed.",
+                        m.len(),
+                        limits::MAX_TAGS
+                    ),
                 ));
             }
             m.iter()
                 .map(|(k, v)| match v {
-                    Value::String(s) if k.len() <= 512 && s.len() <= 256 => {
+                    Value::String(s) => {
+                        let target = format!("tags.{}", limits::shown(k));
+                        let code = ErrorCode::InvalidTagNameOrValue;
+                        limits::check_text(k, limits::MAX_TAG_NAME_CHARS, code, &target)
+                            .and_then(|()| {
+                                limits::check_text(s, limits::MAX_TAG_VALUE_CHARS, code, &target)
+                            })
+                            .map_err(|_| {
+                                ApiError::invalid(
+                                    code,
+                                    &target,
+                                    format!(
+                                        "Tag names are at most {} characters and tag values at most {}, without control characters.",
+                                        limits::MAX_TAG_NAME_CHARS,
+                                        limits::MAX_TAG_VALUE_CHARS
+                                    ),
+                                )
+                            })?;
                         Ok((k.clone(), s.clone()))
                     }
-                    Value::String(_) => Err(ApiError::invalid(
-                        ErrorCode::InvalidTagNameOrValue,
-                        &format!("tags.{k}"),
-                        "Tag names are at most 512 characters and tag values at most 256.",
-                    )),
                     _ => Err(ApiError::invalid(
                         ErrorCode::InvalidRequestFormat,
-                        &format!("tags.{k}"),
+                        &format!("tags.{}", limits::shown(k)),
                         "Tag values must be strings.",
                     )),
                 })
@@ -98,6 +115,8 @@ fn tags_of(obj: &serde_json::Map<String, Value>) -> ApiResult<Option<BTreeMap<St
     responses(
         (status = 200, description = "Updated", body = NetworkWatcher),
         (status = 201, description = "Created", body = NetworkWatcher),
+        (status = 400, description = "Invalid location (`LocationNotAvailableForResourceType`: a region name is 1-64 letters, digits and spaces) or tags (at most 50)", body = CloudError),
+        (status = 413, description = "Body over 1 MiB", body = CloudError),
         (status = "default", description = "ARM error", body = CloudError),
     )
 )]
@@ -108,11 +127,10 @@ pub async fn create_or_update(
     state: web::Data<AppState>,
     path: WatcherPath<WatcherWrite>,
     _v: NetworkApiVersion,
-    body: web::Bytes,
+    body: JsonBody,
 ) -> ApiResult<HttpResponse> {
     validate_resource_name(&path.name, "network watcher")?;
-    let body = json_body(&body)?;
-    let obj = body.as_object().ok_or_else(|| {
+    let obj = body.value.as_object().ok_or_else(|| {
         ApiError::invalid(
             ErrorCode::InvalidRequestFormat,
             "body",
@@ -139,7 +157,11 @@ fn location_of(obj: &serde_json::Map<String, Value>) -> ApiResult<String> {
         .find(|(k, _)| k.eq_ignore_ascii_case("location"))
         .map(|(_, v)| v)
     {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Some(Value::String(s)) if !s.trim().is_empty() => ids::validate_location(
+            s,
+            ErrorCode::LocationNotAvailableForResourceType,
+            "location",
+        ),
         _ => Err(ApiError::invalid(
             ErrorCode::LocationRequired,
             "location",
@@ -264,9 +286,9 @@ pub async fn update_tags(
     state: web::Data<AppState>,
     path: WatcherPath<WatcherWrite>,
     _v: NetworkApiVersion,
-    body: web::Bytes,
+    body: crate::limits::JsonBody,
 ) -> ApiResult<HttpResponse> {
-    let body = json_body(&body)?;
+    let body = body.value;
     let obj = body.as_object().ok_or_else(|| {
         ApiError::invalid(
             ErrorCode::InvalidRequestFormat,
@@ -274,16 +296,24 @@ pub async fn update_tags(
             "The body must be a JSON object.",
         )
     })?;
-    let tags = tags_of(obj)?.unwrap_or_default();
+    let tags = serde_json::to_value(tags_of(obj)?.unwrap_or_default()).unwrap_or_default();
     let mut conn = state.conn().await?;
-    let w = path.fetch(&mut conn, Lock::None).await?;
-    let row = diesel::update(network_watchers::table.find(w.id))
-        .set((
-            network_watchers::tags.eq(serde_json::to_value(&tags).unwrap_or_default()),
-            network_watchers::etag.eq(Uuid::new_v4()),
-        ))
-        .returning(WatcherRow::as_returning())
-        .get_result(&mut conn)
+    // Locked: a concurrent DELETE either committed first (404, or 409 while it runs) or waits.
+    let row = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let w = path.fetch(conn, Lock::Update).await?;
+            if w.provisioning_state == ProvisioningState::Deleting {
+                return Err(being_deleted(&path.name));
+            }
+            Ok(diesel::update(network_watchers::table.find(w.id))
+                .set((
+                    network_watchers::tags.eq(&tags),
+                    network_watchers::etag.eq(Uuid::new_v4()),
+                ))
+                .returning(WatcherRow::as_returning())
+                .get_result(conn)
+                .await?)
+        })
         .await?;
     Ok(HttpResponse::Ok().json(to_model(&row)))
 }
@@ -364,8 +394,9 @@ pub async fn list_in_group(
 ) -> ApiResult<HttpResponse> {
     let (sub, rg) = path.into_inner();
     check_scope(&sub, Some(&rg))?;
+    let scope = format!("/subscriptions/{sub}/resourceGroups/{rg}");
     let prefix = ids::key(&format!("{sub}/{rg}/"));
-    list(&req, &state, &caller, &v, prefix).await
+    list(&req, &state, &caller, &v, &scope, prefix).await
 }
 
 /// List the network watchers of a subscription.
@@ -391,20 +422,34 @@ pub async fn list_in_subscription(
 ) -> ApiResult<HttpResponse> {
     let sub = path.into_inner();
     check_scope(&sub, None)?;
-    list(&req, &state, &caller, &v, ids::key(&format!("{sub}/"))).await
+    let scope = format!("/subscriptions/{sub}");
+    list(
+        &req,
+        &state,
+        &caller,
+        &v,
+        &scope,
+        ids::key(&format!("{sub}/")),
+    )
+    .await
 }
 
-/// A page of watchers whose identity starts with `prefix`, showing only those the caller may
-/// read (the next link follows the scan, so pages may hold fewer items).
+/// A page of the watchers of `scope`, whose identities start with `prefix`, showing only those
+/// the caller may read (the next link follows the scan, so pages may hold fewer items); 403
+/// for a caller that may read nothing at or under the scope.
 async fn list(
     req: &HttpRequest,
     state: &AppState,
     caller: &Caller,
     v: &NetworkApiVersion,
+    scope: &str,
     prefix: String,
 ) -> ApiResult<HttpResponse> {
-    let readable = caller.filter(&state.auth, actions::WATCHER_READ).await?;
-    let after = skiptoken(req).unwrap_or_default();
+    let readable = caller
+        .list_filter(&state.auth, actions::WATCHER_READ, scope)
+        .await?;
+    let after = skiptoken(req)?.unwrap_or_default();
+    let _turn = crate::limits::admit(crate::limits::Heavy::List).await?;
     let mut conn = state.conn().await?;
     let pattern = format!(
         "{}%",
@@ -421,8 +466,14 @@ async fn list(
         .select((network_watchers::identity_key, WatcherRow::as_select()))
         .load(&mut conn)
         .await?;
-    let more = rows.len() as i64 > state.page_size;
-    let page: Vec<_> = rows.into_iter().take(state.page_size as usize).collect();
+    // Pages end at `page_size` items, or earlier at the page byte bound (tags make the size).
+    let fits = super::page_len(
+        rows.iter()
+            .map(|(key, w)| key.len() + w.location.len() + w.tags.to_string().len()),
+        state.page_size as usize,
+    );
+    let more = rows.len() > fits;
+    let page: Vec<_> = rows.into_iter().take(fits).collect();
     let next = match (more, page.last()) {
         (true, Some((key, _))) => Some(next_link(&state.base_url(req), req.path(), &v.0, key)),
         _ => None,

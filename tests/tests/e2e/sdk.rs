@@ -23,7 +23,7 @@ struct Https {
 }
 
 async fn https_server() -> Https {
-    let dir = std::env::temp_dir().join(format!("capture-tls-{}", uuid::Uuid::new_v4().simple()));
+    let dir = e2e_tests::scratch().join(format!("capture-tls-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let cert =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
@@ -65,6 +65,7 @@ async fn python_sdk_full_lifecycle_over_https() {
     let vm = e2e_tests::vm_id(&sub, "rg-sdk", "vm-sdk");
     let mut child = tokio::process::Command::new(&py)
         .arg(e2e_tests::workspace_root().join("tests/python/sdk_lifecycle.py"))
+        .env("TMPDIR", e2e_tests::scratch())
         .env("CAPTURE_API_URL", &server.url)
         .env("CAPTURE_API_CA", &cert_path)
         .env("SUBSCRIPTION_ID", &sub)
@@ -155,6 +156,7 @@ fn az(config: &std::path::Path, ca: &std::path::Path, args: &[&str]) -> String {
     );
     let out = std::process::Command::new(&bin)
         .args(args)
+        .env("TMPDIR", e2e_tests::scratch())
         .env("AZURE_CONFIG_DIR", config)
         .env("REQUESTS_CA_BUNDLE", ca)
         .env("AZURE_CORE_COLLECT_TELEMETRY", "0")

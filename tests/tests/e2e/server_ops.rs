@@ -63,7 +63,7 @@ async fn serves_docs_metrics_and_the_document() {
 
 #[tokio::test]
 async fn embedded_default_runs_its_own_postgres_and_stops_it() {
-    let dir = std::env::temp_dir().join(format!(
+    let dir = e2e_tests::scratch().join(format!(
         "capture-embedded-{}",
         uuid::Uuid::new_v4().simple()
     ));

@@ -168,7 +168,7 @@ async fn fetch(url: &str) -> (u16, Vec<u8>) {
 }
 
 fn tags_of(bytes: &[u8]) -> BTreeSet<String> {
-    let path = std::env::temp_dir().join(format!("blob-{}.cap", uuid::Uuid::new_v4().simple()));
+    let path = e2e_tests::scratch().join(format!("blob-{}.cap", uuid::Uuid::new_v4().simple()));
     std::fs::write(&path, bytes).unwrap();
     let file = pcapfile::read(&path);
     std::fs::remove_file(&path).unwrap();
@@ -393,9 +393,39 @@ async fn unknown_and_premium_accounts_are_refused_and_keys_never_show() {
     );
     assert!(!ok);
     assert!(err.contains("403"), "{err}");
+    assert!(err.contains("was not registered"), "{err}");
+    // An unreachable endpoint and a key that is not base64: refused too, each saying why.
+    let (ok, _, err) = ctx.server.storage_accounts(
+        &[
+            "add",
+            "--id",
+            &storage_id(&ctx, "unreachable"),
+            "--blob-endpoint",
+            "http://127.0.0.1:1/devstoreaccount1",
+            "--key-stdin",
+        ],
+        "d3Jvbmcga2V5",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("unreachable") && err.contains("--blob-endpoint"),
+        "{err}"
+    );
+    let notbase64 = storage_id(&ctx, "notbase64");
+    let (ok, _, err) = ctx
+        .server
+        .storage_accounts(&["add", "--id", &notbase64, "--key-stdin"], "not base64!");
+    assert!(!ok);
+    assert!(
+        err.contains("not valid base64") && err.contains(&notbase64),
+        "{err}"
+    );
     let (ok, out, _) = ctx.server.storage_accounts(&["list"], "");
     assert!(ok);
     assert!(out.contains(&premium) && out.contains("premium"), "{out}");
+    for refused in ["wrongkey", "unreachable", "notbase64"] {
+        assert!(!out.contains(refused), "{refused} was registered: {out}");
+    }
     assert!(!out.contains(ACCOUNT_KEY), "{out}");
 
     let body = |storage_id: &str| json!({"properties": {"target": ctx.vm("vm1"), "storageLocation": {"storageId": storage_id}}});
