@@ -18,6 +18,8 @@ pub const CHANNEL: &str = "capture_assignments";
 #[derive(Debug, Default)]
 pub struct Hub {
     machines: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// The server is shutting down: long polls answer at once, the listener ends quietly.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// A long poll's interest in one machine; dropping it forgets the machine when nobody else waits.
@@ -55,6 +57,18 @@ impl Hub {
         }
     }
 
+    /// Shutdown: every long poll answers now, and no new one waits.
+    pub fn close(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        // Spelled out: diesel's `RunQueryDsl::load` is in scope here too.
+        std::sync::atomic::AtomicBool::load(&self.closing, std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Number of long polls waiting right now (a metric).
     pub fn waiting(&self) -> usize {
         let map = self.machines.lock().unwrap_or_else(|p| p.into_inner());
@@ -65,7 +79,12 @@ impl Hub {
     pub async fn listen(self: Arc<Self>, database_url: String) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.listen_once(&database_url).await {
+            let result = self.listen_once(&database_url).await;
+            // The database goes away with the server at shutdown: nothing to warn about.
+            if self.is_closing() {
+                return;
+            }
+            match result {
                 Ok(()) => tracing::warn!("notification connection closed; reconnecting"),
                 Err(e) => {
                     tracing::warn!(error = %e, "notification connection failed; reconnecting")

@@ -179,6 +179,12 @@ async fn serve_with(
     if embedded.is_some() && state.auth.config.enabled {
         first_start_principal(&state, args).await;
     }
+    // At SIGTERM or SIGINT (which also start the server's graceful stop), long polls answer
+    // at once, so that the stop does not wait for them.
+    let hub = state.hub.clone();
+    tokio::spawn(async move {
+        close_on_signal(&hub).await;
+    });
     // Scripts and tests wait for this line.
     println!("capture-api listening on {scheme}://{local}");
     tracing::info!(url = %format!("{scheme}://{local}"), "listening");
@@ -249,6 +255,23 @@ fn invalidate_rbac_on_change(hub: &Arc<Hub>, auth: Arc<crate::auth::Auth>) {
             }
         }
     });
+}
+
+/// Waits for SIGTERM or SIGINT, then closes the hub.
+async fn close_on_signal(hub: &Hub) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot watch for SIGTERM: long polls delay shutdown");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    hub.close();
 }
 
 /// The listening socket and the address it got (`--listen` may ask for port 0).

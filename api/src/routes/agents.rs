@@ -470,7 +470,7 @@ pub async fn poll(
         let (mut current, rows) = assignments(&mut conn, &machine.resource_key).await?;
         woken = true;
         let now = Instant::now();
-        if query.since != Some(current.generation) || now >= deadline {
+        if query.since != Some(current.generation) || now >= deadline || state.hub.is_closing() {
             attach_upload_sas(&mut conn, &state.storage, &rows, &mut current).await?;
             return Ok(HttpResponse::Ok().json(current));
         }

@@ -233,3 +233,45 @@ async fn tls_files_and_a_busy_port_are_checked_before_any_database_work() {
     assert!(!data.join("postgres").exists() && !data.join("secrets.key").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn sigterm_with_an_agent_waiting_stops_promptly_and_quietly() {
+    // The embedded default: its database stops with the server, as in the quick start.
+    let dir = e2e_tests::scratch().join(format!("term-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut opts = ServerOptions::new("");
+    opts.database_url = None;
+    opts.data_dir = Some(dir.clone());
+    let mut server = TestServer::start(opts).await;
+    let vm = e2e_tests::vm_id(&e2e_tests::new_subscription(), "rg1", "vm1");
+    let agent = e2e_tests::ScriptedAgent::register(&server.url, &vm, "eastus").await;
+    let first = agent.poll(None, std::time::Duration::from_secs(5)).await;
+    // A long poll that would wait for up to 25 s.
+    let waiting = tokio::spawn(async move {
+        agent
+            .client
+            .poll(
+                agent.agent_id,
+                Some(first.generation),
+                std::time::Duration::from_secs(25),
+            )
+            .await
+            .is_ok()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let stopped = tokio::task::spawn_blocking(move || {
+        let ok = server.terminate(std::time::Duration::from_secs(20));
+        (ok, server.log_text())
+    });
+    let (ok, log) = stopped.await.unwrap();
+    let took = started.elapsed();
+    assert!(ok, "the server did not exit cleanly: {log}");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "SIGTERM took {took:?}"
+    );
+    assert!(!log.contains(" WARN "), "a clean shutdown warns: {log}");
+    let _ = waiting.await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
