@@ -16,19 +16,12 @@ pub struct Azurite {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl Azurite {
     pub fn start() -> Azurite {
         let dir = crate::scratch().join(format!("azurite-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("azurite dir");
         let mut a = Azurite {
-            port: free_port(),
+            port: crate::free_port(),
             dir,
             child: None,
         };

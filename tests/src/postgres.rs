@@ -2,7 +2,6 @@
 //! the `postgres` user when the tests run as root), and a database per test cloned from a
 //! template that `capture-api migrate` prepared.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -49,13 +48,6 @@ fn as_postgres(program: PathBuf) -> Command {
     } else {
         Command::new(program)
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 impl Cluster {
@@ -105,7 +97,7 @@ fn start() -> Cluster {
         "initdb: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let port = free_port();
+    let port = crate::free_port();
     let log = std::fs::File::create(dir.join("postgres.log")).expect("log");
     if crate::is_root() {
         let _ = Command::new("chown")

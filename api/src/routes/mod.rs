@@ -57,13 +57,6 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(misc::metrics);
 }
 
-/// Parses a JSON request body, answering ARM errors for what is not JSON, and refusing a body
-/// of more than [`limits::MAX_JSON_VALUES`] values (400 naming the array that holds too many)
-/// before it costs more memory.
-pub fn json_body(body: &web::Bytes) -> ApiResult<serde_json::Value> {
-    limits::json_value(body)
-}
-
 /// Parses an agent protocol body of type `T`; `what` names it in the error.
 /// Text with a NUL character anywhere is refused, naming the field: PostgreSQL cannot store it.
 pub fn agent_body<T: serde::de::DeserializeOwned>(body: &web::Bytes, what: &str) -> ApiResult<T> {

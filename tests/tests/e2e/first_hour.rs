@@ -38,16 +38,8 @@ fn serve_exits(args: &[&str], within: std::time::Duration) -> (bool, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > within {
-            let _ = child.kill();
-            panic!("capture-api serve {args:?} still runs after {within:?}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    let Some(status) = e2e_tests::wait_exit(&mut child, within) else {
+        panic!("capture-api serve {args:?} still runs after {within:?}");
     };
     let mut err = String::new();
     use std::io::Read;

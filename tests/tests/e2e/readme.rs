@@ -38,13 +38,6 @@ fn blocks(readme: &str, from: &str, to: &str) -> Vec<String> {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 struct Folder(PathBuf);
 
 impl Drop for Folder {
@@ -76,20 +69,6 @@ fn substituted(text: &str, port: u16, dir: &Path) -> String {
         .replace("/tmp/captures", &dir.join("captures").display().to_string())
 }
 
-/// Waits for `child` to exit within `limit`; kills it otherwise.
-fn wait(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
 #[tokio::test]
 async fn the_readme_quick_start_and_using_it_run_as_a_script() {
     if !e2e_tests::is_root() {
@@ -98,7 +77,7 @@ async fn the_readme_quick_start_and_using_it_run_as_a_script() {
     }
     let readme = std::fs::read_to_string(e2e_tests::workspace_root().join("README.md")).unwrap();
     let dir = folder();
-    let port = free_port();
+    let port = e2e_tests::free_port();
 
     // The quick start's first command: the server, in the folder the reader is in.
     let quick_start = blocks(&readme, "## Quick start", "## Using it");
@@ -166,10 +145,10 @@ async fn the_readme_quick_start_and_using_it_run_as_a_script() {
         ))
         .spawn()
         .unwrap();
-    let status = wait(&mut run, Duration::from_secs(240));
+    let status = e2e_tests::wait_exit(&mut run, Duration::from_secs(240));
     let said = std::fs::read_to_string(&output).unwrap_or_default();
     let _ = Command::new("kill").arg(server.id().to_string()).status();
-    let _ = wait(&mut server, Duration::from_secs(20));
+    let _ = e2e_tests::wait_exit(&mut server, Duration::from_secs(20));
     assert!(
         status.is_some_and(|s| s.success()),
         "the README's commands failed ({status:?}):\n{said}\nscript:\n{script}"
