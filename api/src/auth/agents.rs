@@ -93,29 +93,10 @@ pub async fn check_registration_bearer(
     conn: &mut AsyncPgConnection,
     bearer: &AgentBearer,
 ) -> ApiResult<()> {
-    let refused_token =
-        || unauthorized("The enrollment token is invalid, expired, revoked or used.");
     match bearer.0.as_deref() {
         None => Ok(()),
         Some(t) if t.starts_with(ENROLLMENT_PREFIX) => {
-            let (id, secret) = t
-                .strip_prefix(ENROLLMENT_PREFIX)
-                .and_then(|t| t.split_once('.'))
-                .ok_or_else(refused_token)?;
-            let id: Uuid = id.parse().map_err(|_| refused_token())?;
-            let usable: Option<AgentToken> = agent_tokens::table
-                .find(id)
-                .filter(agent_tokens::revoked_at.is_null())
-                .filter(agent_tokens::expires_at.gt(Utc::now()))
-                .filter(agent_tokens::reusable.or(agent_tokens::uses.eq(0)))
-                .select(AgentToken::as_select())
-                .first(conn)
-                .await
-                .optional()?;
-            match usable {
-                Some(token) if token.secret_hash == fast_hash(secret) => Ok(()),
-                _ => Err(refused_token()),
-            }
+            usable_token(conn, t, false).await.map(|_| ())
         }
         Some(t) if t.starts_with(CREDENTIAL_PREFIX) => {
             let known: bool = diesel::select(diesel::dsl::exists(
@@ -137,22 +118,27 @@ pub async fn check_registration_bearer(
     }
 }
 
-/// Redeems an enrollment token for `machine_key` (inside the caller's transaction).
-pub async fn redeem(conn: &mut AsyncPgConnection, token: &str, machine_key: &str) -> ApiResult<()> {
+/// The enrollment token `token` (`cet_<id>.<secret>`), if it can enroll now: not revoked,
+/// expired or used up, and its secret matches; else 401. `lock` holds it until the transaction
+/// ends (a redemption counts a use).
+async fn usable_token(
+    conn: &mut AsyncPgConnection,
+    token: &str,
+    lock: bool,
+) -> ApiResult<AgentToken> {
     let refused = || unauthorized("The enrollment token is invalid, expired, revoked or used.");
     let (id, secret) = token
         .strip_prefix(ENROLLMENT_PREFIX)
         .and_then(|t| t.split_once('.'))
         .ok_or_else(refused)?;
     let id: Uuid = id.parse().map_err(|_| refused())?;
-    let t: AgentToken = agent_tokens::table
-        .find(id)
-        .select(AgentToken::as_select())
-        .for_update()
-        .first(conn)
-        .await
-        .optional()?
-        .ok_or_else(refused)?;
+    let query = agent_tokens::table.find(id).select(AgentToken::as_select());
+    let t: AgentToken = if lock {
+        query.for_update().first(conn).await.optional()?
+    } else {
+        query.first(conn).await.optional()?
+    }
+    .ok_or_else(refused)?;
     let fresh = t.revoked_at.is_none()
         && t.expires_at > Utc::now()
         && (t.reusable || t.uses == 0)
@@ -160,6 +146,12 @@ pub async fn redeem(conn: &mut AsyncPgConnection, token: &str, machine_key: &str
     if !fresh {
         return Err(refused());
     }
+    Ok(t)
+}
+
+/// Redeems an enrollment token for `machine_key` (inside the caller's transaction).
+pub async fn redeem(conn: &mut AsyncPgConnection, token: &str, machine_key: &str) -> ApiResult<()> {
+    let t = usable_token(conn, token, true).await?;
     // A revoked machine stays revoked until an administrator allows it to enroll again
     // (`capture-api agents re-enroll`).
     let revoked: bool = diesel::select(diesel::dsl::exists(
@@ -184,7 +176,7 @@ pub async fn redeem(conn: &mut AsyncPgConnection, token: &str, machine_key: &str
             ),
         ));
     }
-    diesel::update(agent_tokens::table.find(id))
+    diesel::update(agent_tokens::table.find(t.id))
         .set(agent_tokens::uses.eq(agent_tokens::uses + 1))
         .execute(conn)
         .await?;
