@@ -45,6 +45,8 @@ pub struct Metrics {
     pub polls_waiting: Gauge,
     pub uploads_verified: Counter,
     pub uploads_failed: Counter,
+    /// Blobs of continuous captures' files deleted as the files left their ring.
+    pub ring_blobs_deleted: Counter,
     pub file_bytes_streamed: Counter,
     pub auth_failures: Counter,
     pub throttled: Counter,
@@ -64,6 +66,7 @@ impl Metrics {
              # HELP capture_api_agent_polls_in_flight Agent long polls being served.\n# TYPE capture_api_agent_polls_in_flight gauge\ncapture_api_agent_polls_in_flight {}\n\
              # HELP capture_api_uploads_verified_total Capture uploads to storage accounts checked complete.\n# TYPE capture_api_uploads_verified_total counter\ncapture_api_uploads_verified_total {}\n\
              # HELP capture_api_uploads_failed_total Capture uploads given up by agents (StorageFailed).\n# TYPE capture_api_uploads_failed_total counter\ncapture_api_uploads_failed_total {}\n\
+             # HELP capture_api_ring_blobs_deleted_total Blobs of continuous captures' files deleted as the files left their ring.\n# TYPE capture_api_ring_blobs_deleted_total counter\ncapture_api_ring_blobs_deleted_total {}\n\
              # HELP capture_api_file_bytes_streamed_total Bytes of capture files streamed from agents to callers.\n# TYPE capture_api_file_bytes_streamed_total counter\ncapture_api_file_bytes_streamed_total {}\n\
              # HELP capture_api_auth_failures_total Management requests refused with 401.\n# TYPE capture_api_auth_failures_total counter\ncapture_api_auth_failures_total {}\n\
              # HELP capture_api_throttled_total Management requests refused with 429.\n# TYPE capture_api_throttled_total counter\ncapture_api_throttled_total {}\n\
@@ -76,6 +79,7 @@ impl Metrics {
             self.polls_waiting.get(),
             self.uploads_verified.get(),
             self.uploads_failed.get(),
+            self.ring_blobs_deleted.get(),
             self.file_bytes_streamed.get(),
             self.auth_failures.get(),
             self.throttled.get(),

@@ -12,7 +12,8 @@ use utoipa_actix_web::AppExt;
 (api-versions 2022-01-01 to 2026-03-01), the long-running operation monitors, and the agent protocol.\n\n\
 Errors are ARM error bodies `{\"error\": {\"code\", \"message\", \"target\", \"details\"}}`; `target` is the JSON path of \
 the field in error. Long-running operations answer 201/202 with `Azure-AsyncOperation`, `Location` and `Retry-After`.\n\n\
-Stop reasons (`stopReason`): `TimeExceeded`, `TotalBytesExceeded`, `StoppedByUser`, `AgentStopped`, `CaptureError`.",
+Stop reasons (`stopReason`): `TimeExceeded`, `TotalBytesExceeded`, `StoppedByUser`, `AgentStopped`, `CaptureError`, `FileCountReached`.\n\n\
+Continuous captures (`continuousCapture` true or false) write numbered files (`name_00001.cap`, …) and show them in `continuousCaptureFiles`; see the README, \"Continuous capture\".",
         license(name = "MIT"),
     ),
     tags(

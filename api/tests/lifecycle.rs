@@ -13,7 +13,7 @@ use capture_api::lifecycle::stop::{self, Request};
 use capture_api::lifecycle::sweeper::sweep;
 use capture_api::lifecycle::{
     CaptureStatus, OperationKind, OperationStatus, ProvisioningState, StopReason, UploadState,
-    agent, upload,
+    agent, files, upload,
 };
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use diesel::prelude::*;
@@ -173,6 +173,19 @@ impl World {
         self.capture(c.id).await.expect("capture")
     }
 
+    async fn storage_account(&mut self) -> Uuid {
+        let account = Uuid::new_v4();
+        diesel::sql_query(
+            "INSERT INTO storage_accounts (id, resource_id, resource_key, account_name, blob_endpoint, key_env)
+             VALUES ($1, 'sa', 'sa', 'sa', 'http://127.0.0.1:1/sa', 'KEY')",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(account)
+        .execute(&mut self.conn)
+        .await
+        .expect("account");
+        account
+    }
+
     async fn sweep(&mut self, at: DateTime<Utc>) {
         sweep(&mut self.conn, &timing(), at).await.expect("sweep");
     }
@@ -194,6 +207,7 @@ fn stopped(reason: Reported) -> CaptureReport {
             bytes: 700,
             kernel_drops: 0,
             files: vec!["/var/captures/a.cap".into()],
+            file_set: vec![],
         },
     }
 }
@@ -520,15 +534,7 @@ async fn delete_of_a_watcher_waits_for_its_running_captures() {
 #[tokio::test]
 async fn upload_verified_and_failed() {
     let mut w = world().await;
-    let account = Uuid::new_v4();
-    diesel::sql_query(
-        "INSERT INTO storage_accounts (id, resource_id, resource_key, account_name, blob_endpoint, key_env)
-         VALUES ($1, 'sa', 'sa', 'sa', 'http://127.0.0.1:1/sa', 'KEY')",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(account)
-    .execute(&mut w.conn)
-    .await
-    .expect("account");
+    let account = w.storage_account().await;
     let (ok, _) = w
         .create_with("ok", "vm1", Some((account, "ok.cap".into())))
         .await;
@@ -656,4 +662,124 @@ async fn the_database_refuses_unknown_states() {
         .execute(&mut w.conn)
         .await;
     assert!(refused.is_err(), "CHECK constraint: {refused:?}");
+}
+
+/// A continuous capture's report: files `done` complete, then `writing` being written.
+fn with_files(report: CaptureReport, done: &[u32], writing: Option<u32>) -> CaptureReport {
+    let file = |index, complete| agent_protocol::CaptureFile {
+        index,
+        size: 1000,
+        packets: 2,
+        first_packet_time: None,
+        last_packet_time: None,
+        complete,
+    };
+    let mut set: Vec<_> = done.iter().map(|&i| file(i, true)).collect();
+    set.extend(writing.map(|i| file(i, false)));
+    match report {
+        CaptureReport::Running {
+            start_time,
+            mut counters,
+        } => {
+            counters.file_set = set;
+            CaptureReport::Running {
+                start_time,
+                counters,
+            }
+        }
+        CaptureReport::Stopped {
+            stop_reason,
+            mut counters,
+        } => {
+            counters.file_set = set;
+            CaptureReport::Stopped {
+                stop_reason,
+                counters,
+            }
+        }
+        other => other,
+    }
+}
+
+#[tokio::test]
+async fn continuous_files_upload_leave_the_ring_and_settle_the_capture() {
+    use capture_api::db::file_set::FileState;
+    let mut w = world().await;
+    let account = w.storage_account().await;
+    let (c, _) = w
+        .create_with("ring", "vm1", Some((account, "ring.cap".into())))
+        .await;
+    diesel::update(packet_captures::table.find(c.id))
+        .set(packet_captures::parameters.eq(serde_json::json!({
+            "target": vm("vm1"), "continuousCapture": true,
+            "storageLocation": {"storageId": "sa", "localPath": "/var/captures/ring.cap"},
+            "captureSettings": {"fileCount": 2, "fileSizeInBytes": 300000, "sessionTimeLimitInSeconds": 600},
+        })))
+        .execute(&mut w.conn)
+        .await
+        .expect("parameters");
+    let states = |c: &CaptureRow| -> Vec<(u32, FileState)> {
+        c.file_set().iter().map(|f| (f.index, f.state)).collect()
+    };
+    let running = |at| CaptureReport::Running {
+        start_time: at,
+        counters: CaptureCounters::default(),
+    };
+    w.report(&c, with_files(running(w.t0), &[1], Some(2)), w.t0)
+        .await;
+    let c = w.capture(c.id).await.expect("capture");
+    assert_eq!(
+        states(&c),
+        [(1, FileState::Uploading), (2, FileState::Writing)]
+    );
+    files::upload_verified(&mut w.conn, &c, 1, 1000, w.t0)
+        .await
+        .expect("verified");
+    // File 3 starts: file 1 leaves the ring of 2, its blob to delete; then deleted.
+    w.report(&c, with_files(running(w.t0), &[2], Some(3)), w.t0 + secs(1))
+        .await;
+    let c = w.capture(c.id).await.expect("capture");
+    assert_eq!(
+        states(&c),
+        [
+            (1, FileState::Discarded),
+            (2, FileState::Uploading),
+            (3, FileState::Writing)
+        ]
+    );
+    assert!(!files::uploadable(&c, 1) && files::uploadable(&c, 2) && files::uploadable(&c, 4));
+    files::blob_deleted(&mut w.conn, &c, 1, w.t0)
+        .await
+        .expect("deleted");
+    // Stopped with files 2 and 3 still to upload: the capture's upload waits for them.
+    w.report(
+        &c,
+        with_files(stopped(Reported::StoppedByUser), &[2, 3], None),
+        w.t0 + secs(2),
+    )
+    .await;
+    let c = w.capture(c.id).await.expect("capture");
+    assert_eq!(c.status, CaptureStatus::Stopped);
+    assert_eq!(c.upload_state, Some(UploadState::Pending));
+    files::upload_verified(&mut w.conn, &c, 2, 1000, w.t0)
+        .await
+        .expect("verified");
+    let c = w.capture(c.id).await.expect("capture");
+    assert_eq!(c.upload_state, Some(UploadState::Pending));
+    files::upload_failed(&mut w.conn, &c, 3, "storage unreachable", w.t0)
+        .await
+        .expect("failed");
+    let c = w.capture(c.id).await.expect("capture");
+    assert_eq!(
+        states(&c),
+        [(2, FileState::Uploaded), (3, FileState::UploadFailed)]
+    );
+    assert_eq!(c.upload_state, Some(UploadState::Failed));
+    assert_eq!(c.status, CaptureStatus::Error);
+    assert_eq!(c.errors, serde_json::json!(["StorageFailed"]));
+    let message = c.error_message.clone().unwrap_or_default();
+    assert!(
+        message.contains("file 3") && message.contains("/var/captures/ring_00003.cap"),
+        "{message}"
+    );
 }

@@ -154,5 +154,6 @@ fn counters(packets: u64) -> CaptureCounters {
         bytes: packets * 100,
         kernel_drops: 0,
         files: vec!["/var/captures/scripted.cap".to_string()],
+        file_set: vec![],
     }
 }

@@ -14,16 +14,29 @@ pub struct Azurite {
     pub port: u16,
     pub dir: PathBuf,
     child: Option<Child>,
+    /// Accept any storage API version: for the Azure CLI, whose storage client speaks a newer
+    /// one than Azurite knows (the agent and the server still speak theirs).
+    any_api_version: bool,
 }
 
 impl Azurite {
     pub fn start() -> Azurite {
+        Self::launch(false)
+    }
+
+    /// An Azurite that [`Azurite::list_blobs`] can read with the Azure CLI.
+    pub fn start_for_cli() -> Azurite {
+        Self::launch(true)
+    }
+
+    fn launch(any_api_version: bool) -> Azurite {
         let dir = crate::scratch().join(format!("azurite-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("azurite dir");
         let mut a = Azurite {
             port: crate::free_port(),
             dir,
             child: None,
+            any_api_version,
         };
         a.spawn();
         a
@@ -49,6 +62,7 @@ impl Azurite {
             .arg("--location")
             .arg(self.dir.join("data"))
             .arg("--disableTelemetry")
+            .args(self.any_api_version.then_some("--skipApiVersionCheck"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -88,5 +102,50 @@ impl Drop for Azurite {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Azurite {
+    /// The names of the blobs in `container`, listed by the unchanged Azure CLI (the az venv of
+    /// `scripts/test`) with the account key (an Azurite from [`Azurite::start_for_cli`]).
+    pub fn list_blobs(&self, container: &str) -> Vec<String> {
+        let az = crate::workspace_root().join("tests/python/.az-venv/bin/az");
+        let config = crate::scratch().join(format!("az-blobs-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&config).expect("az config dir");
+        let connection = format!(
+            "DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};BlobEndpoint={};",
+            self.endpoint()
+        );
+        let out = std::process::Command::new(&az)
+            .args([
+                "storage",
+                "blob",
+                "list",
+                "--container-name",
+                container,
+                "--query",
+                "[].name",
+                "--output",
+                "tsv",
+                "--only-show-errors",
+            ])
+            .env("AZURE_CONFIG_DIR", &config)
+            .env("AZURE_STORAGE_CONNECTION_STRING", &connection)
+            .env("AZURE_CORE_COLLECT_TELEMETRY", "false")
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", az.display()));
+        let _ = std::fs::remove_dir_all(&config);
+        assert!(
+            out.status.success(),
+            "az storage blob list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect();
+        names.sort();
+        names
     }
 }

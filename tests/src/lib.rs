@@ -7,6 +7,7 @@ pub mod agent;
 pub mod azurite;
 pub mod credentials;
 pub mod http;
+pub mod netns;
 pub mod pcapfile;
 pub mod postgres;
 pub mod real_agent;

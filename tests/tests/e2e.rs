@@ -6,11 +6,14 @@ mod e2e {
     pub mod agents;
     pub mod auth;
     pub mod capture;
+    pub mod continuous;
     pub mod durability;
     pub mod edges;
     pub mod first_hour;
     pub mod hostile_input;
+    pub mod hosts;
     pub mod lifecycle;
+    pub mod package;
     pub mod readme;
     pub mod scale_sets;
     pub mod schemathesis;
@@ -112,6 +115,22 @@ impl Ctx {
             .put(&self.watcher(nw), &json!({"location": "eastus"}))
             .await;
         assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+        r.body
+    }
+
+    /// PUTs capture `pc` of watcher `nw1` and waits until its create operation succeeded (its
+    /// agent runs it); answers the PUT's body.
+    pub async fn create_capture(&self, pc: &str, body: &Value) -> Value {
+        let r = self.api.put(&self.capture("nw1", pc), body).await;
+        assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+        let op = self
+            .api
+            .wait_operation(
+                &r.header("azure-asyncoperation").expect("operation"),
+                std::time::Duration::from_secs(20),
+            )
+            .await;
+        assert_eq!(op["status"], "Succeeded", "capture {pc}: {op}");
         r.body
     }
 

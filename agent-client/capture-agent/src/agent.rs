@@ -24,10 +24,27 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 struct Running {
     session: Session,
-    /// The file as reported (the ARM path, or the real path of an upload's spool file).
-    file: String,
-    /// Where the capture goes once it has stopped, if it has a storage account.
-    upload: Option<upload::Upload>,
+    files: paths::CaptureFiles,
+    continuous: bool,
+    /// The capture keeps its files on the machine (`filePath`/`localPath` given).
+    keep_local: bool,
+    /// The capture has a storage account: its files are uploaded (a continuous capture's as each
+    /// is finished, a single file once the capture has stopped).
+    storage: bool,
+    /// The newest upload SAS of a single-file capture.
+    upload: Option<agent_protocol::UploadTarget>,
+}
+
+impl Running {
+    /// A single-file capture's file as reported: its ARM path, or the real path of its spool
+    /// file.
+    fn reported_name(&self) -> String {
+        if self.keep_local {
+            self.files.arm_name(1)
+        } else {
+            self.files.base().display().to_string()
+        }
+    }
 }
 
 /// A report to deliver, in order, for one capture.
@@ -44,8 +61,9 @@ pub struct Agent {
     /// The files of the captures this agent ran: the only files it ever sends.
     files: files::FileRecord,
     transfers_seen: HashSet<Uuid>,
-    /// Captures whose upload this process started (each at most once).
-    uploads_started: HashSet<Uuid>,
+    /// Uploads this process started (each at most once): a capture's single file, or one file
+    /// of a continuous capture.
+    uploads_started: HashSet<(Uuid, Option<u32>)>,
     upload_settings: Arc<upload::UploadSettings>,
     shutting_down: bool,
     credential_file: credential::CredentialFile,
@@ -323,10 +341,8 @@ impl Agent {
                 self.start(a);
             }
             // Keep the newest upload SAS for when the capture stops.
-            if let (Some(r), Some(t)) = (self.running.get_mut(&a.capture_id), &a.upload)
-                && let Some(job) = &mut r.upload
-            {
-                job.target = Some(t.clone());
+            if let (Some(r), Some(t)) = (self.running.get_mut(&a.capture_id), &a.upload) {
+                r.upload = Some(t.clone());
             }
         }
     }
@@ -337,7 +353,8 @@ impl Agent {
             message,
             counters: CaptureCounters::default(),
         };
-        let spec = filter::compile(&a.filters)
+        let continuous = a.continuous.is_some();
+        let prepared = filter::compile(&a.filters)
             .map_err(|e| {
                 failed(
                     CaptureErrorCode::CaptureFailed,
@@ -345,63 +362,63 @@ impl Agent {
                 )
             })
             .and_then(|expr| {
-                let file = match &a.file_path {
-                    Some(arm_path) => paths::capture_file(&self.args.captures_root, arm_path)
-                        .map_err(|e| failed(CaptureErrorCode::LocalFileFailed, e))?,
-                    // Storage only: a spool file, removed once the upload is confirmed.
-                    None => paths::spool_file(&self.args.captures_root, a.capture_id)
-                        .map_err(|e| failed(CaptureErrorCode::LocalFileFailed, e))?,
-                };
-                Ok(Spec {
+                // Storage only: spool files, each removed once its upload is confirmed.
+                let files = paths::CaptureFiles::new(
+                    &self.args.captures_root,
+                    a.file_path.as_deref(),
+                    a.capture_id,
+                    continuous,
+                )
+                .map_err(|e| failed(CaptureErrorCode::LocalFileFailed, e))?;
+                // The first file is checked before anything is captured.
+                files
+                    .resolve(1)
+                    .map_err(|e| failed(CaptureErrorCode::LocalFileFailed, e))?;
+                let spec = Spec {
                     device: self.args.device(),
                     filter: expr,
                     snaplen: a.bytes_to_capture_per_packet,
                     total_bytes: a.total_bytes_per_session,
                     time_limit: Duration::from_secs(u64::from(a.time_limit_in_seconds)),
-                    file,
+                    files: a.continuous,
                     buffer_size: self.args.buffer_size,
-                })
+                };
+                Ok((spec, files))
             });
-        let spec = match spec {
-            Ok(s) => s,
+        let (spec, files) = match prepared {
+            Ok(p) => p,
             Err(report) => {
                 let _ = self.outbox.send((a.capture_id, report));
                 return;
             }
         };
-        tracing::info!(capture = %a.capture_id, file = %spec.file.display(), filter = %spec.filter, "starting");
-        let real_file = spec.file.clone();
-        let reported = a
-            .file_path
-            .clone()
-            .unwrap_or_else(|| real_file.display().to_string());
-        match Session::start(spec) {
+        tracing::info!(capture = %a.capture_id, file = %files.base().display(), filter = %spec.filter, continuous, "starting");
+        let namer_files = files.clone();
+        let namer: crate::rotation::Namer = Box::new(move |i| namer_files.resolve(i));
+        match Session::start(spec, namer) {
             Ok(session) => {
-                self.files.insert(a.capture_id, &real_file);
+                let real_base = if continuous {
+                    files.base()
+                } else {
+                    self.files_base_single(&files)
+                };
+                self.files.insert(a.capture_id, &real_base, continuous);
+                let running = Running {
+                    session,
+                    files,
+                    continuous,
+                    keep_local: a.file_path.is_some(),
+                    storage: a.storage_path.is_some(),
+                    upload: a.upload.clone(),
+                };
                 let _ = self.outbox.send((
                     a.capture_id,
                     CaptureReport::Running {
-                        start_time: session.started,
-                        counters: CaptureCounters {
-                            files: vec![reported.clone()],
-                            ..Default::default()
-                        },
+                        start_time: running.session.started,
+                        counters: Self::counters(&running),
                     },
                 ));
-                let upload = a.storage_path.as_ref().map(|_| upload::Upload {
-                    capture_id: a.capture_id,
-                    file: real_file,
-                    keep_local: a.file_path.is_some(),
-                    target: a.upload.clone(),
-                });
-                self.running.insert(
-                    a.capture_id,
-                    Running {
-                        session,
-                        file: reported,
-                        upload,
-                    },
-                );
+                self.running.insert(a.capture_id, running);
             }
             Err(Outcome::Failed(code, message)) => {
                 tracing::warn!(capture = %a.capture_id, %message, "capture failed to start");
@@ -411,18 +428,55 @@ impl Agent {
         }
     }
 
+    /// The real path of a single-file capture (its folders exist once the capture started).
+    fn files_base_single(&self, files: &paths::CaptureFiles) -> std::path::PathBuf {
+        let base = files.base();
+        std::fs::canonicalize(&base).unwrap_or(base)
+    }
+
     fn counters(r: &Running) -> CaptureCounters {
         let c = &r.session.counters;
+        let file_set = if r.continuous {
+            r.session
+                .files
+                .lock()
+                .map(|v| v.clone())
+                .unwrap_or_default()
+        } else {
+            vec![]
+        };
+        // A continuous capture's files are in `file_set` (the server names them).
+        let files = if r.continuous {
+            vec![]
+        } else {
+            vec![r.reported_name()]
+        };
         CaptureCounters {
             packets: c.packets.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
             kernel_drops: c.kernel_drops.load(Ordering::Relaxed),
-            files: vec![r.file.clone()],
+            files,
+            file_set,
         }
     }
 
-    /// Reports captures that ended by themselves (limits, errors).
+    /// Uploads the files of continuous captures as they are finished, and reports captures that
+    /// ended by themselves (limits, errors).
     fn collect_finished(&mut self) {
+        let mut jobs = vec![];
+        for (id, r) in &self.running {
+            for f in r.session.finished.try_iter() {
+                if r.continuous && r.storage {
+                    jobs.push(upload::Upload {
+                        capture_id: *id,
+                        file_index: Some(f.index),
+                        file: f.path,
+                        keep_local: r.keep_local,
+                        target: None,
+                    });
+                }
+            }
+        }
         let done: Vec<(Uuid, Outcome)> = self
             .running
             .iter_mut()
@@ -430,40 +484,78 @@ impl Agent {
             .collect();
         for (id, outcome) in done {
             if let Some(r) = self.running.remove(&id) {
+                // The last file is finished before the outcome is sent.
+                for f in r.session.finished.try_iter() {
+                    if r.continuous && r.storage {
+                        jobs.push(upload::Upload {
+                            capture_id: id,
+                            file_index: Some(f.index),
+                            file: f.path,
+                            keep_local: r.keep_local,
+                            target: None,
+                        });
+                    }
+                }
                 self.send_final(id, &r, outcome);
-                self.start_upload(r);
+                if r.storage && !r.continuous {
+                    jobs.push(upload::Upload {
+                        capture_id: id,
+                        file_index: None,
+                        file: self.files_base_single(&r.files),
+                        keep_local: r.keep_local,
+                        target: r.upload.clone(),
+                    });
+                }
             }
         }
-    }
-
-    /// Uploads a stopped capture's file, if it has a storage account.
-    fn start_upload(&mut self, r: Running) {
-        let Some(job) = r.upload else {
-            return;
-        };
-        self.spawn_upload(job);
+        for job in jobs {
+            self.spawn_upload(job);
+        }
     }
 
     /// Uploads of stopped captures that this process did not start (it restarted since).
     fn resume_uploads(&mut self, pending: &[PendingUpload]) {
         for p in pending {
-            if self.uploads_started.contains(&p.capture_id)
-                || self.running.contains_key(&p.capture_id)
-            {
+            if self.running.contains_key(&p.capture_id) {
                 continue;
             }
-            match self.files.get(p.capture_id) {
-                Some(file) => {
+            let record = self.files.get(p.capture_id);
+            match record {
+                Some((base, true)) if p.continuous => {
+                    // Every numbered file still here; a file uploaded and kept ("both") is
+                    // uploaded again, which the server checks like any other.
+                    for (index, file) in paths::numbered_on_disk(&base) {
+                        if self.uploads_started.contains(&(p.capture_id, Some(index))) {
+                            continue;
+                        }
+                        tracing::info!(capture = %p.capture_id, file = %file.display(), "resuming an upload");
+                        self.spawn_upload(upload::Upload {
+                            capture_id: p.capture_id,
+                            file_index: Some(index),
+                            file,
+                            keep_local: p.keep_local,
+                            target: None,
+                        });
+                    }
+                    self.uploads_started.insert((p.capture_id, None));
+                }
+                Some((file, false)) if !p.continuous => {
+                    if self.uploads_started.contains(&(p.capture_id, None)) {
+                        continue;
+                    }
                     tracing::info!(capture = %p.capture_id, file = %file.display(), "resuming an upload");
                     self.spawn_upload(upload::Upload {
                         capture_id: p.capture_id,
+                        file_index: None,
                         file,
                         keep_local: p.keep_local,
                         target: None,
                     });
                 }
-                None => {
-                    self.uploads_started.insert(p.capture_id);
+                _ => {
+                    if !self.uploads_started.insert((p.capture_id, None)) {
+                        continue;
+                    }
                     tokio::spawn(upload::give_up(
                         self.client.clone(),
                         self.agent_id.clone(),
@@ -480,7 +572,8 @@ impl Agent {
             tracing::warn!(capture = %job.capture_id, file = %job.file.display(), "shutting down: not uploaded, file kept");
             return;
         }
-        self.uploads_started.insert(job.capture_id);
+        self.uploads_started
+            .insert((job.capture_id, job.file_index));
         tokio::spawn(upload::run(
             self.client.clone(),
             self.agent_id.clone(),

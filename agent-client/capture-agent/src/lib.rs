@@ -7,6 +7,8 @@ pub mod credential;
 pub mod diagnose;
 pub mod files;
 pub mod paths;
+pub mod rotation;
 pub mod session;
 pub mod tls;
 pub mod upload;
+pub mod writer;

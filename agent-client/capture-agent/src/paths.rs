@@ -25,6 +25,101 @@ pub fn spool_file(root: &Path, capture_id: uuid::Uuid) -> Result<PathBuf, String
     resolve(root, &format!("{ARM_ROOT}/{SPOOL}/{capture_id}.cap"))
 }
 
+/// The files of one capture: its ARM path (`filePath`/`localPath`, kept on the machine) or a
+/// spool file (storage only); with `continuous`, the numbered files next to it.
+#[derive(Debug, Clone)]
+pub struct CaptureFiles {
+    root: PathBuf,
+    /// The ARM path the capture names (for the spool: `/var/captures/.uploads/{id}.cap`).
+    arm: String,
+    continuous: bool,
+}
+
+impl CaptureFiles {
+    /// Checks the capture's own path (not inside the spool, under the root).
+    pub fn new(
+        root: &Path,
+        file_path: Option<&str>,
+        capture_id: uuid::Uuid,
+        continuous: bool,
+    ) -> Result<CaptureFiles, String> {
+        let arm = match file_path {
+            Some(p) => {
+                let spool = format!("{ARM_ROOT}/{SPOOL}");
+                if p == spool || p.starts_with(&format!("{spool}/")) {
+                    return Err(format!(
+                        "'{p}' is inside {ARM_ROOT}/{SPOOL}, which the agent keeps for uploads"
+                    ));
+                }
+                p.to_string()
+            }
+            None => format!("{ARM_ROOT}/{SPOOL}/{capture_id}.cap"),
+        };
+        Ok(CaptureFiles {
+            root: root.to_path_buf(),
+            arm,
+            continuous,
+        })
+    }
+
+    /// The ARM path of file `index` (a single-file capture: its own path).
+    pub fn arm_name(&self, index: u32) -> String {
+        if self.continuous {
+            agent_protocol::file_name(&self.arm, index)
+        } else {
+            self.arm.clone()
+        }
+    }
+
+    /// Resolves file `index` under the root, creating its folders; refuses existing files.
+    pub fn resolve(&self, index: u32) -> Result<PathBuf, String> {
+        resolve(&self.root, &self.arm_name(index))
+    }
+
+    /// The real path the capture names, without any check (for the agent's own records).
+    pub fn base(&self) -> PathBuf {
+        let rel = self
+            .arm
+            .strip_prefix(ARM_ROOT)
+            .map(|r| r.trim_start_matches('/'))
+            .unwrap_or(&self.arm);
+        self.root.join(rel)
+    }
+}
+
+/// The real path of file `index` of a continuous capture whose real base path is `base`.
+pub fn numbered(base: &Path, index: u32) -> PathBuf {
+    PathBuf::from(agent_protocol::file_name(&base.to_string_lossy(), index))
+}
+
+/// The numbered files of a continuous capture still on disk, by index.
+pub fn numbered_on_disk(base: &Path) -> Vec<(u32, PathBuf)> {
+    let (Some(dir), Some(stem)) = (
+        base.parent(),
+        base.file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.strip_suffix(".cap").unwrap_or(n).to_string()),
+    ) else {
+        return vec![];
+    };
+    let prefix = format!("{stem}_");
+    let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name();
+            let digits = name.to_str()?.strip_prefix(&prefix)?.strip_suffix(".cap")?;
+            if digits.len() < 5 || !digits.chars().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            Some((digits.parse().ok()?, e.path()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// Resolves an ARM capture path to a file under `root`, creating its parent folders (mode 0750).
 /// Refuses `..`, paths outside `/var/captures`, symlinks anywhere under the root, and files that
 /// already exist (a capture never overwrites another one's file).

@@ -10,12 +10,14 @@
 //! - `timeLimitInSeconds` stops the capture at its deadline (`TimeExceeded`), checked at least
 //!   every 50 ms.
 //!
+//! - a continuous capture writes a sequence of files (`rotation`): `FileCountReached` when the
+//!   last file of a capture without a ring is full.
+//!
 //! The file is flushed every second and on stop, so readers see whole records.
 //!
 //! The kernel hands packets over in blocks (TPACKET_V3, not immediate mode): a block is passed on
 //! when full or after 50 ms, which costs one wake-up per block instead of one per packet.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,12 +28,17 @@ use chrono::{DateTime, Utc};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tokio::sync::oneshot;
 
-use agent_protocol::{CaptureErrorCode, StopReason};
+use agent_protocol::{CaptureErrorCode, FileSettings, StopReason};
+
+use crate::rotation::{FileSequence, FileView, Finished, Namer, Place};
 
 /// Largest snap length libpcap accepts.
 pub const MAX_SNAPLEN: u64 = 262_144;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const POLL_TIMEOUT_MS: i32 = 50;
+/// How long a stopping capture reads on: a little more than the kernel takes to hand over a
+/// partly filled block.
+const DRAIN: Duration = Duration::from_millis(2 * POLL_TIMEOUT_MS as u64);
 
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -40,7 +47,8 @@ pub struct Spec {
     pub snaplen: u64,
     pub total_bytes: u64,
     pub time_limit: Duration,
-    pub file: PathBuf,
+    /// The files of a continuous capture; `None`: one file.
+    pub files: Option<FileSettings>,
     pub buffer_size: i32,
 }
 
@@ -69,12 +77,17 @@ pub struct Session {
     pub counters: Arc<Counters>,
     pub started: DateTime<Utc>,
     pub done: oneshot::Receiver<Outcome>,
+    /// The kept files (what a continuous capture reports).
+    pub files: FileView,
+    /// Files as they are finished, to upload.
+    pub finished: std::sync::mpsc::Receiver<Finished>,
 }
 
 impl Session {
     /// Opens the capture and starts its thread. Errors before the first packet (device, filter,
     /// file) come back here, so nothing is ever captured with a wrong filter.
-    pub fn start(spec: Spec) -> Result<Session, Outcome> {
+    /// `namer` gives the path of each file (see `rotation`).
+    pub fn start(spec: Spec, namer: Namer) -> Result<Session, Outcome> {
         let snaplen = if spec.snaplen == 0 {
             MAX_SNAPLEN
         } else {
@@ -94,11 +107,18 @@ impl Session {
                     .open()
             })
             .map_err(|e| {
-                fail(
+                let mut failed = fail(
                     CaptureErrorCode::CaptureFailed,
                     &format!("cannot open {}", spec.device),
                     e,
-                )
+                );
+                // The usual cause on a new machine: say what fixes it.
+                if let Outcome::Failed(_, m) = &mut failed
+                    && m.contains("Operation not permitted")
+                {
+                    m.push_str(" (the agent needs the capabilities CAP_NET_RAW and CAP_NET_ADMIN: run it as the capture-agent service of the Debian package, or as root)");
+                }
+                failed
             })?;
         cap.filter(&spec.filter, true).map_err(|e| {
             fail(
@@ -116,13 +136,16 @@ impl Session {
                 e,
             )
         })?;
-        let save = PcapWriter::create(&spec.file, cap.get_datalink().0 as u32, snaplen as u32)
-            .map_err(|e| {
-                Outcome::Failed(
-                    CaptureErrorCode::LocalFileFailed,
-                    format!("cannot create {}: {e}", spec.file.display()),
-                )
-            })?;
+        let (finished_tx, finished) = std::sync::mpsc::channel();
+        let save = FileSequence::create(
+            spec.files,
+            namer,
+            cap.get_datalink().0 as u32,
+            snaplen as u32,
+            finished_tx,
+        )
+        .map_err(|e| Outcome::Failed(CaptureErrorCode::LocalFileFailed, e))?;
+        let files = save.view();
         let stop = Arc::new(AtomicU8::new(RUN));
         let counters = Arc::new(Counters::default());
         let (tx, done) = oneshot::channel();
@@ -146,6 +169,8 @@ impl Session {
             counters,
             started,
             done,
+            files,
+            finished,
         })
     }
 
@@ -162,7 +187,7 @@ impl Session {
 
 fn run(
     mut cap: pcap::Capture<pcap::Active>,
-    mut save: PcapWriter,
+    mut save: FileSequence,
     spec: &Spec,
     stop: &AtomicU8,
     counters: &Counters,
@@ -175,18 +200,27 @@ fn run(
     // Packets are timestamped by the kernel: those stamped at or after the deadline are not
     // written, however late the batch they came in is handled.
     let deadline_wall = std::time::SystemTime::now() + spec.time_limit;
+    // Once asked to stop (or at the deadline), the capture still writes what the kernel
+    // captured before then: packets wait in a ring block until it is handed over (at most
+    // POLL_TIMEOUT_MS), so it reads on for DRAIN, skipping packets stamped after the cutoff.
+    let mut draining: Option<(Outcome, Instant, std::time::SystemTime)> = None;
     let outcome = loop {
-        match stop.load(Ordering::SeqCst) {
-            STOP_USER => break Outcome::Stopped(StopReason::StoppedByUser),
-            STOP_AGENT => break Outcome::Stopped(StopReason::AgentStopped),
-            _ => {}
+        if draining.is_none() {
+            let reason = match stop.load(Ordering::SeqCst) {
+                STOP_USER => Some(StopReason::StoppedByUser),
+                STOP_AGENT => Some(StopReason::AgentStopped),
+                _ if Instant::now() >= deadline => Some(StopReason::TimeExceeded),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                let cutoff = std::time::SystemTime::now().min(deadline_wall);
+                draining = Some((Outcome::Stopped(reason), Instant::now() + DRAIN, cutoff));
+            }
         }
-        if Instant::now() >= deadline {
-            break Outcome::Stopped(StopReason::TimeExceeded);
-        }
+        let cutoff = draining.as_ref().map_or(deadline_wall, |d| d.2);
         // Every packet the kernel has ready, in one call.
         let mut ended: Option<Outcome> = None;
-        let mut write_error: Option<std::io::Error> = None;
+        let mut write_error: Option<String> = None;
         let read = cap.dispatch(None, |p| {
             if ended.is_some() || write_error.is_some() {
                 return;
@@ -194,8 +228,10 @@ fn run(
             let ts = std::time::UNIX_EPOCH
                 + Duration::from_secs(p.header.ts.tv_sec.max(0) as u64)
                 + Duration::from_micros(p.header.ts.tv_usec.max(0) as u64);
-            if ts >= deadline_wall {
-                ended = Some(Outcome::Stopped(StopReason::TimeExceeded));
+            if ts >= cutoff {
+                if draining.is_none() {
+                    ended = Some(Outcome::Stopped(StopReason::TimeExceeded));
+                }
                 return;
             }
             let caplen = p.header.caplen.min(spec.snaplen as u32);
@@ -203,18 +239,31 @@ fn run(
                 ended = Some(Outcome::Stopped(StopReason::TotalBytesExceeded));
                 return;
             }
+            match save.place(u64::from(caplen)) {
+                Place::Current => {}
+                Place::NextFile => {
+                    if let Err(e) = save.next_file() {
+                        write_error = Some(e);
+                        return;
+                    }
+                }
+                Place::Stop => {
+                    ended = Some(Outcome::Stopped(StopReason::FileCountReached));
+                    return;
+                }
+            }
             if let Err(e) = save.write(p.header, &p.data[..caplen as usize]) {
-                write_error = Some(e);
+                write_error = Some(format!(
+                    "cannot write {}: {e}",
+                    save.current_path().display()
+                ));
                 return;
             }
             bytes += caplen as u64;
             packets += 1;
         });
         if let Some(e) = write_error {
-            break Outcome::Failed(
-                CaptureErrorCode::LocalFileFailed,
-                format!("cannot write {}: {e}", spec.file.display()),
-            );
+            break Outcome::Failed(CaptureErrorCode::LocalFileFailed, e);
         }
         counters.packets.store(packets, Ordering::Relaxed);
         counters.bytes.store(bytes, Ordering::Relaxed);
@@ -223,8 +272,14 @@ fn run(
         }
         match read {
             Ok(0) => {
+                if let Some((outcome, until, _)) = &draining
+                    && Instant::now() >= *until
+                {
+                    break outcome.clone();
+                }
                 // Nothing ready: wait for the next block, at most until the next check.
-                let wait = deadline
+                let until = draining.as_ref().map_or(deadline, |d| d.1);
+                let wait = until
                     .saturating_duration_since(Instant::now())
                     .min(Duration::from_millis(POLL_TIMEOUT_MS as u64));
                 let mut fds = [PollFd::new(cap.as_fd(), PollFlags::POLLIN)];
@@ -248,7 +303,7 @@ fn run(
             if let Err(e) = save.flush() {
                 break Outcome::Failed(
                     CaptureErrorCode::LocalFileFailed,
-                    format!("cannot write {}: {e}", spec.file.display()),
+                    format!("cannot write {}: {e}", save.current_path().display()),
                 );
             }
             if let Ok(stats) = cap.stats() {
@@ -263,71 +318,12 @@ fn run(
             .kernel_drops
             .store(stats.dropped as u64, Ordering::Relaxed);
     }
-    match save.flush() {
+    let path = save.current_path();
+    match save.finish() {
         Ok(()) => outcome,
         Err(e) => Outcome::Failed(
             CaptureErrorCode::LocalFileFailed,
-            format!("cannot write {}: {e}", spec.file.display()),
+            format!("cannot write {}: {e}", path.display()),
         ),
-    }
-}
-
-/// Writes the pcap file format itself (classic pcap, microsecond timestamps, this host's byte
-/// order) through a large buffer: a few big writes instead of stdio's many small ones, and every
-/// write error reported.
-pub struct PcapWriter {
-    out: std::io::BufWriter<std::fs::File>,
-}
-
-const WRITE_BUFFER: usize = 1024 * 1024;
-
-impl PcapWriter {
-    /// Creates the file (never over an existing one), readable by its owner and group only.
-    pub fn create(
-        path: &std::path::Path,
-        linktype: u32,
-        snaplen: u32,
-    ) -> std::io::Result<PcapWriter> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(path)?;
-        let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
-        let mut header = Vec::with_capacity(24);
-        header.extend_from_slice(&0xa1b2_c3d4u32.to_ne_bytes());
-        header.extend_from_slice(&2u16.to_ne_bytes());
-        header.extend_from_slice(&4u16.to_ne_bytes());
-        header.extend_from_slice(&0i32.to_ne_bytes()); // thiszone
-        header.extend_from_slice(&0u32.to_ne_bytes()); // sigfigs
-        header.extend_from_slice(&snaplen.to_ne_bytes());
-        header.extend_from_slice(&linktype.to_ne_bytes());
-        out.write_all(&header)?;
-        out.flush()?;
-        Ok(PcapWriter { out })
-    }
-
-    /// One record: the packet's timestamp and original length, and `data` as captured.
-    pub fn write(&mut self, h: &pcap::PacketHeader, data: &[u8]) -> std::io::Result<()> {
-        use std::io::Write;
-        let mut rec = [0u8; 16];
-        rec[0..4].copy_from_slice(&(h.ts.tv_sec as u32).to_ne_bytes());
-        rec[4..8].copy_from_slice(&(h.ts.tv_usec as u32).to_ne_bytes());
-        rec[8..12].copy_from_slice(&(data.len() as u32).to_ne_bytes());
-        rec[12..16].copy_from_slice(&h.len.to_ne_bytes());
-        // Flush before a record that does not fit, so that the file only ever ends on a record
-        // boundary (readers never see half a record).
-        if self.out.capacity() - self.out.buffer().len() < rec.len() + data.len() {
-            self.out.flush()?;
-        }
-        self.out.write_all(&rec)?;
-        self.out.write_all(data)
-    }
-
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        use std::io::Write;
-        self.out.flush()
     }
 }

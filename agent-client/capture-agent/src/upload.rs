@@ -29,6 +29,8 @@ const SAS_MARGIN: Duration = Duration::from_secs(120);
 /// One capture file to upload.
 pub struct Upload {
     pub capture_id: Uuid,
+    /// One file of a continuous capture (uploaded to its own blob, `?file=N`).
+    pub file_index: Option<u32>,
     pub file: PathBuf,
     /// The file is the capture's local copy too ("both"): keep it.
     pub keep_local: bool,
@@ -117,17 +119,23 @@ pub async fn run(
     mut job: Upload,
 ) {
     let id = job.capture_id;
+    let index = job.file_index;
     // The retry period runs from the last progress: a slow upload that keeps moving is not cut.
     let mut deadline = tokio::time::Instant::now() + settings.retry_period;
     let local_path = job.file.display().to_string();
     let size = match std::fs::metadata(&job.file) {
         Ok(m) => m.len(),
+        // A continuous capture's file deleted by its ring before its upload: nothing to send.
+        Err(e) if index.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(capture = %id, file = %local_path, "left the ring before its upload");
+            return;
+        }
         Err(e) => {
             let result = UploadResult::Failed {
                 message: format!("the capture file cannot be read: {e}."),
                 local_path,
             };
-            deliver(&client, &agent_id, id, &result).await;
+            deliver(&client, &agent_id, id, index, &result).await;
             return;
         }
     };
@@ -150,7 +158,11 @@ pub async fn run(
                 ),
                 local_path,
             };
-            deliver(&client, &agent_id, id, &result).await;
+            deliver(&client, &agent_id, id, index, &result).await;
+            return;
+        }
+        if index.is_some() && !job.file.exists() {
+            tracing::info!(capture = %id, file = %local_path, "left the ring during its upload");
             return;
         }
         if attempt > 0 {
@@ -166,7 +178,7 @@ pub async fn run(
         });
         if !fresh {
             let agent = *agent_id.borrow();
-            match client.upload_sas(agent, id).await {
+            match client.upload_sas(agent, id, index).await {
                 Ok(t) => job.target = Some(t),
                 Err(ClientError::Server { code, message, .. })
                     if code == "StorageAccountRemoved" =>
@@ -175,7 +187,7 @@ pub async fn run(
                         message,
                         local_path,
                     };
-                    deliver(&client, &agent_id, id, &result).await;
+                    deliver(&client, &agent_id, id, index, &result).await;
                     return;
                 }
                 Err(ClientError::Server { status, code, .. }) if status == 404 || status == 409 => {
@@ -232,7 +244,7 @@ pub async fn run(
         let content_md5 = STANDARD.encode(progress.md5.clone().finalize());
         let result = UploadResult::Uploaded { size, content_md5 };
         let agent = *agent_id.borrow();
-        match client.upload_result(agent, id, &result).await {
+        match client.upload_result(agent, id, index, &result).await {
             Ok(()) => {
                 tracing::info!(capture = %id, bytes = size, "uploaded and verified");
                 if !job.keep_local
@@ -338,12 +350,13 @@ async fn deliver(
     client: &AgentClient,
     agent_id: &watch::Receiver<Uuid>,
     id: Uuid,
+    index: Option<u32>,
     result: &UploadResult,
 ) {
     let mut attempt = 0;
     loop {
         let agent = *agent_id.borrow();
-        match client.upload_result(agent, id, result).await {
+        match client.upload_result(agent, id, index, result).await {
             Ok(()) => return,
             Err(ClientError::Server { status, .. }) if status == 404 || status == 409 => return,
             Err(e) => {
@@ -366,5 +379,5 @@ pub async fn give_up(
         message,
         local_path: String::new(),
     };
-    deliver(&client, &agent_id, capture_id, &result).await;
+    deliver(&client, &agent_id, capture_id, None, &result).await;
 }

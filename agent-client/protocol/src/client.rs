@@ -311,15 +311,23 @@ impl AgentClient {
     }
 }
 
+/// `?file=N` for one file of a continuous capture.
+fn file_query(file: Option<u32>) -> String {
+    file.map(|i| format!("?file={i}")).unwrap_or_default()
+}
+
 impl AgentClient {
     /// A fresh upload SAS for a capture of this agent that has a storage account.
+    /// `file`: the index of one file of a continuous capture.
     pub async fn upload_sas(
         &self,
         agent_id: Uuid,
         capture_id: Uuid,
+        file: Option<u32>,
     ) -> Result<UploadTarget, ClientError> {
         let url = self.url(&format!(
-            "/agents/{agent_id}/captures/{capture_id}/upload-sas"
+            "/agents/{agent_id}/captures/{capture_id}/upload-sas{}",
+            file_query(file)
         ))?;
         decode(self.authorized(self.http.post(url)).send().await?).await
     }
@@ -330,9 +338,13 @@ impl AgentClient {
         &self,
         agent_id: Uuid,
         capture_id: Uuid,
+        file: Option<u32>,
         result: &UploadResult,
     ) -> Result<(), ClientError> {
-        let url = self.url(&format!("/agents/{agent_id}/captures/{capture_id}/upload"))?;
+        let url = self.url(&format!(
+            "/agents/{agent_id}/captures/{capture_id}/upload{}",
+            file_query(file)
+        ))?;
         let resp = self
             .authorized(self.http.post(url))
             .json(result)

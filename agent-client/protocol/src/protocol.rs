@@ -113,10 +113,33 @@ pub struct CaptureAssignment {
     /// Blob URL the capture is stored at, when a storage account was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_path: Option<String>,
+    /// Continuous capture: the capture writes a sequence of files (see [`FileSettings`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuous: Option<FileSettings>,
     /// Where to upload the capture file once the capture has stopped (a storage account was
     /// given). Not part of the generation: a fresh SAS alone does not wake a poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<UploadTarget>,
+}
+
+/// The files of a continuous capture. The capture writes `{name}_00001.cap`,
+/// `{name}_00002.cap`, … next to the file it names, each at most `fileSizeInBytes` (a record is
+/// never split). With `ring`, once `fileCount` files exist the oldest is deleted before the next
+/// one starts, and the capture runs until stopped or its time limit; without, the capture stops
+/// (`FileCountReached`) when the last of `fileCount` files is full.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FileSettings {
+    pub ring: bool,
+    pub file_count: u32,
+    pub file_size_in_bytes: u64,
+}
+
+/// The name of file `index` of a continuous capture whose path is `base` (`…/name.cap` →
+/// `…/name_00001.cap`): at least five digits, more past 99,999.
+pub fn file_name(base: &str, index: u32) -> String {
+    let stem = base.strip_suffix(".cap").unwrap_or(base);
+    format!("{stem}_{index:05}.cap")
 }
 
 /// A SAS URL allowing to create and write exactly one blob, until `expiresOn`. Renew it with
@@ -154,6 +177,10 @@ pub enum UploadResult {
 pub struct TransferRequest {
     pub transfer_id: Uuid,
     pub capture_id: Uuid,
+    /// One file of a continuous capture; without it, every kept file of a continuous capture,
+    /// merged into one pcap in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<u32>,
 }
 
 /// Why an agent cannot send a requested file.
@@ -185,6 +212,10 @@ pub struct PendingUpload {
     pub capture_id: Uuid,
     /// The capture also keeps its local file (`filePath` given): do not remove it.
     pub keep_local: bool,
+    /// A continuous capture: upload every file of it this agent still holds and has not
+    /// uploaded, each with `?file=N`.
+    #[serde(default)]
+    pub continuous: bool,
 }
 
 /// Why a capture stopped. Serialized as the `stopReason` of the ARM status.
@@ -200,6 +231,8 @@ pub enum StopReason {
     AgentStopped,
     /// The capture ended with an error (see `packetCaptureError`).
     CaptureError,
+    /// `continuousCapture: false`: the last of `captureSettings.fileCount` files is full.
+    FileCountReached,
 }
 
 impl StopReason {
@@ -210,6 +243,7 @@ impl StopReason {
             StopReason::StoppedByUser => "StoppedByUser",
             StopReason::AgentStopped => "AgentStopped",
             StopReason::CaptureError => "CaptureError",
+            StopReason::FileCountReached => "FileCountReached",
         }
     }
 }
@@ -286,6 +320,26 @@ pub struct CaptureCounters {
     /// Where the capture's data is (local paths and/or blob URLs).
     #[serde(default)]
     pub files: Vec<String>,
+    /// A continuous capture's kept files, oldest first (the one being written last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_set: Vec<CaptureFile>,
+}
+
+/// One file of a continuous capture, as its agent sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureFile {
+    /// 1 for the first file of the session, then 2, 3, … (never reused).
+    pub index: u32,
+    /// Bytes of the file (pcap headers included), as flushed.
+    pub size: u64,
+    pub packets: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_packet_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_packet_time: Option<DateTime<Utc>>,
+    /// The file is full (or the capture ended): it no longer changes.
+    pub complete: bool,
 }
 
 /// Error body of the agent protocol (the same shape as ARM's).

@@ -166,10 +166,16 @@ pub struct PacketCaptureFilter {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PacketCaptureSettings {
-    #[schema(minimum = 0, maximum = 10000, default = 10)]
+    /// Files kept by a ring (`continuousCapture: true`), or written before the capture stops
+    /// with `FileCountReached` (`false`).
+    #[schema(minimum = 1, maximum = 10000, default = 10)]
     pub file_count: Option<u32>,
+    /// Largest file, headers included; at least one record (24 + 16 + the snap length, whole
+    /// packets 262,144). A record is never split between files.
     #[schema(minimum = 0, maximum = 4294967295_u64, default = 104857600)]
     pub file_size_in_bytes: Option<u64>,
+    /// The session's duration (0 = the maximum). `timeLimitInSeconds` may only repeat it or stay
+    /// at its default.
     #[schema(minimum = 0, maximum = 604800, default = 86400)]
     pub session_time_limit_in_seconds: Option<u32>,
 }
@@ -190,6 +196,37 @@ pub struct PacketCaptureResultProperties {
     pub parameters: PacketCaptureParameters,
     /// Updating while the capture starts, then Succeeded or Failed; Deleting during a delete.
     pub provisioning_state: String,
+    /// Extension: the kept files of a continuous capture, oldest first (read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuous_capture_files: Option<Vec<PacketCaptureFileInfo>>,
+}
+
+/// Extension of this server: one file of a continuous capture. Files are numbered from 1 in the
+/// order they are written; file `N` of `localPath` `/var/captures/x/name.cap` is
+/// `/var/captures/x/name_0000N.cap` (at least five digits), and its blob is `storagePath` with
+/// the same suffix.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PacketCaptureFileInfo {
+    pub index: u32,
+    /// Bytes of the file, pcap headers included (the part written so far while `Writing`).
+    pub size_in_bytes: u64,
+    pub packets: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_packet_time: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_packet_time: Option<DateTime<Utc>>,
+    /// `Writing`, `Complete` (kept on the machine), `Uploading`, `Uploaded` or `UploadFailed`.
+    pub state: String,
+    /// The file on the machine (when the capture has a `localPath`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_path: Option<String>,
+    /// The file's blob, once uploaded and checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blob_url: Option<String>,
+    /// Why its upload failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -205,7 +242,8 @@ pub struct PacketCaptureListResult {
 /// `stopReason` is set once the capture stopped: `TimeExceeded` (time limit),
 /// `TotalBytesExceeded` (byte limit), `StoppedByUser` (stop or delete through the API),
 /// `AgentStopped` (the machine's agent stopped or was lost), `CaptureError` (see
-/// `packetCaptureError`). `packetsCaptured`, `bytesCaptured`, `kernelDrops`, `captureFiles`
+/// `packetCaptureError`), `FileCountReached` (`continuousCapture: false`: the last of
+/// `captureSettings.fileCount` files is full). `packetsCaptured`, `bytesCaptured`, `kernelDrops`, `captureFiles`
 /// and `errorMessage` are extensions of this server.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -235,6 +273,10 @@ pub struct PacketCaptureQueryStatusResult {
     /// Extension: the message of the error, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// Extension: the kept files of a continuous capture, oldest first. The counters above are
+    /// the whole session's, files that left the ring included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuous_capture_files: Option<Vec<PacketCaptureFileInfo>>,
 }
 
 /// Answer of the `Azure-AsyncOperation` monitor.

@@ -21,6 +21,14 @@ pub const DEFAULT_TIME_LIMIT: u32 = 18_000;
 pub const MAX_U32: u64 = 4_294_967_295;
 /// The folder Linux capture files must be in.
 pub const CAPTURE_FOLDER: &str = "/var/captures";
+/// `captureSettings` defaults and bounds (ARM's).
+pub const DEFAULT_FILE_COUNT: u64 = 10;
+pub const MAX_FILE_COUNT: u64 = 10_000;
+pub const DEFAULT_FILE_SIZE: u64 = 104_857_600;
+pub const DEFAULT_SESSION_LIMIT: u32 = 86_400;
+pub const MAX_SESSION_LIMIT: u32 = 604_800;
+/// The largest snap length (libpcap's): a file must hold one record of it.
+pub const MAX_SNAPLEN: u64 = 262_144;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -121,8 +129,16 @@ pub fn capture_body(body: &Value) -> Result<ValidCapture> {
     };
     let storage_location = storage_location(props, continuous)?;
     let filters = filters(props)?;
-    let capture_settings = capture_settings(props)?;
+    let capture_settings = capture_settings(props, continuous, &limits)?;
     let machine_key = crate::arm::ids::key(&target_s);
+    // A continuous capture's session lasts `sessionTimeLimitInSeconds`.
+    let time_limit_seconds = match &capture_settings {
+        Some(s) => s
+            .session_time_limit_in_seconds
+            .unwrap_or(DEFAULT_SESSION_LIMIT),
+        None if limits.time_limit == 0 => DEFAULT_TIME_LIMIT,
+        None => limits.time_limit,
+    };
     Ok(ValidCapture {
         parameters: PacketCaptureParameters {
             target: target_s,
@@ -138,11 +154,7 @@ pub fn capture_body(body: &Value) -> Result<ValidCapture> {
         },
         machine_key,
         target,
-        time_limit_seconds: if limits.time_limit == 0 {
-            DEFAULT_TIME_LIMIT
-        } else {
-            limits.time_limit
-        },
+        time_limit_seconds,
     })
 }
 
@@ -282,30 +294,101 @@ fn filters(props: &Map<String, Value>) -> Result<Vec<PacketCaptureFilter>> {
     }
 }
 
-/// `captureSettings` (continuous capture's files), with their defaults.
-fn capture_settings(props: &Map<String, Value>) -> Result<Option<PacketCaptureSettings>> {
+/// `captureSettings` (continuous capture's files), with their defaults, and how the session's
+/// limits combine with them (README "Continuous capture"):
+/// - the settings apply only with `continuousCapture` (true or false), which fills in their
+///   defaults when they are absent;
+/// - a file must hold at least one whole record (24 + 16 + the snap length; whole packets:
+///   262,144 bytes);
+/// - the session lasts `sessionTimeLimitInSeconds` (0 = the maximum); `timeLimitInSeconds` may
+///   only repeat it, or stay at its default (18000, which the SDKs always send) or 0;
+/// - a ring (`true`) does not stop on bytes: `totalBytesPerSession` must stay at its default;
+///   without a ring (`false`) it still ends the session.
+fn capture_settings(
+    props: &Map<String, Value>,
+    continuous: Option<bool>,
+    limits: &Limits,
+) -> Result<Option<PacketCaptureSettings>> {
     const P: &str = "properties.captureSettings";
-    let Some(v) = field(props, "captureSettings") else {
+    let Some(ring) = continuous else {
+        if field(props, "captureSettings").is_some() {
+            return Err(invalid(
+                P,
+                "'captureSettings' applies only to a continuous capture: set 'continuousCapture' (true for a ring of files, false to stop after the last file), or leave 'captureSettings' out.",
+            ));
+        }
         return Ok(None);
     };
-    let o = object(v, P)?;
-    let file_count = integer(o, "fileCount", &format!("{P}.fileCount"), 10_000)?;
+    let empty = Map::new();
+    let o = match field(props, "captureSettings") {
+        None => &empty,
+        Some(v) => object(v, P)?,
+    };
+    let file_count = integer(o, "fileCount", &format!("{P}.fileCount"), MAX_FILE_COUNT)?
+        .unwrap_or(DEFAULT_FILE_COUNT);
+    if file_count == 0 {
+        return Err(invalid(
+            &format!("{P}.fileCount"),
+            format!("'{P}.fileCount' must be between 1 and {MAX_FILE_COUNT}."),
+        ));
+    }
     let file_size = integer(
         o,
         "fileSizeInBytes",
         &format!("{P}.fileSizeInBytes"),
         MAX_U32,
-    )?;
-    let session = integer(
+    )?
+    .unwrap_or(DEFAULT_FILE_SIZE);
+    let snaplen = match limits.bytes_per_packet {
+        0 => MAX_SNAPLEN,
+        n => n.min(MAX_SNAPLEN),
+    };
+    let smallest = 24 + 16 + snaplen;
+    if file_size < smallest {
+        return Err(invalid(
+            &format!("{P}.fileSizeInBytes"),
+            format!(
+                "'{P}.fileSizeInBytes' ({file_size}) cannot hold one packet of {snaplen} bytes ({}): give at least {smallest}, or lower 'properties.bytesToCapturePerPacket'.",
+                if limits.bytes_per_packet == 0 {
+                    "whole packets, bytesToCapturePerPacket 0"
+                } else {
+                    "bytesToCapturePerPacket"
+                }
+            ),
+        ));
+    }
+    let session = match integer(
         o,
         "sessionTimeLimitInSeconds",
         &format!("{P}.sessionTimeLimitInSeconds"),
-        604_800,
-    )?;
+        MAX_SESSION_LIMIT as u64,
+    )? {
+        None => DEFAULT_SESSION_LIMIT,
+        Some(0) => MAX_SESSION_LIMIT,
+        Some(n) => n as u32,
+    };
+    let time_limit = limits.time_limit;
+    if time_limit != 0 && time_limit != DEFAULT_TIME_LIMIT && time_limit != session {
+        return Err(invalid(
+            "properties.timeLimitInSeconds",
+            format!(
+                "In a continuous capture the session lasts '{P}.sessionTimeLimitInSeconds' ({session} s); 'properties.timeLimitInSeconds' ({time_limit}) contradicts it: set '{P}.sessionTimeLimitInSeconds' to {time_limit}, or leave 'timeLimitInSeconds' out."
+            ),
+        ));
+    }
+    if ring && limits.total_bytes != DEFAULT_TOTAL_BYTES {
+        return Err(invalid(
+            "properties.totalBytesPerSession",
+            format!(
+                "A ring of files ('continuousCapture': true) does not stop on bytes: it keeps the newest {file_count} files of {file_size} bytes. Leave 'totalBytesPerSession' out, or set 'continuousCapture' to false to stop after {} bytes.",
+                limits.total_bytes
+            ),
+        ));
+    }
     Ok(Some(PacketCaptureSettings {
-        file_count: Some(file_count.unwrap_or(10) as u32),
-        file_size_in_bytes: Some(file_size.unwrap_or(104_857_600)),
-        session_time_limit_in_seconds: Some(session.unwrap_or(86_400) as u32),
+        file_count: Some(file_count as u32),
+        file_size_in_bytes: Some(file_size),
+        session_time_limit_in_seconds: Some(session),
     }))
 }
 

@@ -2,6 +2,7 @@
 
 pub mod captures;
 pub mod diagnose;
+pub mod file_set;
 pub mod machines;
 pub mod models;
 pub mod schema;

@@ -96,6 +96,10 @@ pub struct CaptureRow {
     pub storage_account_id: Option<Uuid>,
     pub blob_name: Option<String>,
     pub upload_state: Option<UploadState>,
+    /// A continuous capture's files ([`crate::db::file_set`]).
+    pub file_set: serde_json::Value,
+    /// The session's time limit in seconds (a continuous capture's `sessionTimeLimitInSeconds`).
+    pub time_limit_seconds: i32,
 }
 
 #[derive(Debug, Insertable)]
@@ -189,4 +193,6 @@ pub struct TransferRow {
     pub state: TransferState,
     pub size: Option<i64>,
     pub error_message: Option<String>,
+    /// One file of a continuous capture (none: the capture's file, or all of them merged).
+    pub file_index: Option<i32>,
 }

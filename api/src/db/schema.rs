@@ -73,6 +73,7 @@ diesel::table! {
         storage_account_id -> Nullable<Uuid>,
         blob_name -> Nullable<Text>,
         upload_state -> Nullable<Text>,
+        file_set -> Jsonb,
     }
 }
 
@@ -101,6 +102,7 @@ diesel::table! {
         error_message -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        file_index -> Nullable<Integer>,
     }
 }
 

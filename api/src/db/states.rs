@@ -125,6 +125,8 @@ text_state! {
         StoppedByUser,
         AgentStopped,
         CaptureError,
+        /// `continuousCapture: false`: the last of `captureSettings.fileCount` files is full.
+        FileCountReached,
     }
 }
 
@@ -137,6 +139,7 @@ impl From<agent_protocol::StopReason> for StopReason {
             P::StoppedByUser => StopReason::StoppedByUser,
             P::AgentStopped => StopReason::AgentStopped,
             P::CaptureError => StopReason::CaptureError,
+            P::FileCountReached => StopReason::FileCountReached,
         }
     }
 }

@@ -64,6 +64,9 @@ pub async fn report(
         ))
         .execute(conn)
         .await?;
+    if !report.counters().file_set.is_empty() {
+        super::files::reported(conn, &c, &report.counters().file_set, now).await?;
+    }
     super::settle(conn, Some(c.id), now).await?;
     Ok(())
 }

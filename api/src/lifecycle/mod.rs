@@ -17,6 +17,8 @@
 //!                 `Deleting` is shown while the capture's `deleting` flag is set.
 //!
 //!  upload:        Pending ──► Uploaded | Failed (the capture then shows Error/StorageFailed)
+//!  file (continuous capture): Writing ──► Complete | Uploading ──► Uploaded | UploadFailed
+//!                 (see [`files`]; `Discarded` while a file that left the ring loses its blob)
 //!  operation:     InProgress ──► Succeeded | Failed | Canceled
 //! ```
 //!
@@ -38,6 +40,10 @@
 //! | create deadline passed | [`deadlines::create_deadline_passed`] | [`sweeper`] | `NotStarted` → `Error`, create `Failed` |
 //! | upload verified | [`upload::verified`] | `routes::agent_files` | upload `Pending` → `Uploaded` |
 //! | upload given up | [`upload::failed`] | `routes::agent_files` | upload `Pending` → `Failed`; status → `Error`/`StorageFailed` |
+//! | agent reports a continuous capture's files | [`files::reported`] | [`agent::report`] | files `Writing` → `Complete`/`Uploading`; out of the ring → removed or `Discarded` |
+//! | one file uploaded / given up | [`files::upload_verified`], [`files::upload_failed`] | `routes::agent_files` | file `Uploading` → `Uploaded` / `UploadFailed` |
+//! | a discarded file's blob deleted | [`files::blob_deleted`] | `routes::agents` (after a report) | the file is forgotten |
+//! | a continuous capture ended, no file left to upload | [`files::settle_upload`] | the `files` functions | upload `Pending` → `Uploaded`, or `Failed` (`Error`/`StorageFailed`) |
 //! | after each of these | [`settle`] | the functions above | operations complete; deleted captures and watchers are removed |
 //!
 //! So a capture goes from `Running` to `Stopped` by its agent's report ([`agent::report`]), or
@@ -61,6 +67,7 @@ pub mod agent;
 mod agent_stopped;
 pub mod create;
 pub mod deadlines;
+pub mod files;
 pub mod operations;
 pub mod scale_sets;
 mod settle;

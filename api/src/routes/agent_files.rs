@@ -10,12 +10,13 @@ use actix_web::{HttpRequest, HttpResponse, post, put, web};
 use agent_protocol::{TransferFailure, UploadResult, UploadTarget};
 use chrono::Utc;
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt;
 use uuid::Uuid;
 
 use crate::arm::models::PacketCaptureParameters;
 use crate::auth::agents::AgentBearer;
+use crate::db::file_set::FileState;
 use crate::db::models::{CaptureRow, StorageAccountRow, TransferRow};
 use crate::db::schema::{file_transfers, transfer_chunks};
 use crate::error::{ApiError, ApiResult, CloudError, ErrorCode};
@@ -66,15 +67,44 @@ fn no_upload(c: &CaptureRow, why: &str) -> ApiError {
 
 /// The account and blob of a capture whose upload is still pending. A removed account is a
 /// distinct error (`StorageAccountRemoved`): the agent then reports the upload failed.
+///
+/// `file`: one file of a continuous capture (its own blob, `…_00001.cap`); such a capture's files
+/// are uploaded one by one, and only while they are wanted (not left the ring).
 async fn pending_upload(
     conn: &mut AsyncPgConnection,
     c: &CaptureRow,
+    file: Option<u32>,
 ) -> ApiResult<(StorageAccountRow, String)> {
-    if c.upload_state != Some(UploadState::Pending) {
-        return Err(no_upload(
-            c,
-            "it has no storage account, or its upload ended",
-        ));
+    let continuous = is_continuous(c);
+    match file {
+        None if continuous => {
+            return Err(no_upload(
+                c,
+                "it is a continuous capture: each of its files is uploaded with ?file=N",
+            ));
+        }
+        Some(_) if !continuous => {
+            return Err(no_upload(c, "it is not a continuous capture (no ?file=N)"));
+        }
+        Some(i)
+            if c.upload_state == Some(UploadState::Failed)
+                || !lifecycle::files::uploadable(c, i) =>
+        {
+            return Err(no_upload(
+                c,
+                &format!(
+                    "its file {i} is not waiting for an upload (it left the ring, or its upload ended)"
+                ),
+            ));
+        }
+        Some(_) if c.storage_account_id.is_some() => {}
+        _ if c.upload_state != Some(UploadState::Pending) => {
+            return Err(no_upload(
+                c,
+                "it has no storage account, or its upload ended",
+            ));
+        }
+        _ => {}
     }
     let removed = || {
         ApiError::new(
@@ -92,7 +122,24 @@ async fn pending_upload(
         .await?
         .pop()
         .ok_or_else(removed)?;
-    Ok((account, blob.clone()))
+    let blob = match file {
+        Some(i) => agent_protocol::file_name(blob, i),
+        None => blob.clone(),
+    };
+    Ok((account, blob))
+}
+
+fn is_continuous(c: &CaptureRow) -> bool {
+    serde_json::from_value::<PacketCaptureParameters>(c.parameters.clone())
+        .is_ok_and(|p| p.continuous_capture.is_some())
+}
+
+/// `?file=N`: one file of a continuous capture.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct FileQuery {
+    /// The index of a continuous capture's file (1, 2, …).
+    #[param(minimum = 1)]
+    pub file: Option<u32>,
 }
 
 /// A fresh upload SAS for a capture of this agent (create and write its one blob). The
@@ -100,7 +147,7 @@ async fn pending_upload(
 #[utoipa::path(
     tag = "Agent protocol",
     operation_id = "Agents_RenewUploadSas",
-    params(("agentId" = Uuid, Path), ("captureId" = Uuid, Path)),
+    params(("agentId" = Uuid, Path), ("captureId" = Uuid, Path), FileQuery),
     responses(
         (status = 200, description = "A new SAS URL", body = UploadTarget),
         (status = 404, description = "Unknown agent, or not a capture of this agent's machine", body = CloudError),
@@ -113,11 +160,12 @@ pub async fn upload_sas(
     state: web::Data<AppState>,
     bearer: AgentBearer,
     path: web::Path<(Uuid, Uuid)>,
+    query: web::Query<FileQuery>,
 ) -> ApiResult<HttpResponse> {
     let (agent_id, capture_id) = path.into_inner();
     let mut conn = state.conn().await?;
     let c = own_capture(&mut conn, agent_id, &bearer, capture_id).await?;
-    let (account, blob) = pending_upload(&mut conn, &c).await?;
+    let (account, blob) = pending_upload(&mut conn, &c, query.file).await?;
     drop(conn);
     state.storage.ensure_container(&account).await?;
     let sas = state.storage.upload_sas(&account, &blob)?;
@@ -145,7 +193,7 @@ fn storage_path(c: &CaptureRow) -> Option<String> {
 #[utoipa::path(
     tag = "Agent protocol",
     operation_id = "Agents_ReportUpload",
-    params(("agentId" = Uuid, Path), ("captureId" = Uuid, Path)),
+    params(("agentId" = Uuid, Path), ("captureId" = Uuid, Path), FileQuery),
     request_body = UploadResult,
     responses(
         (status = 204, description = "Recorded (and for `Uploaded`, verified)"),
@@ -159,6 +207,7 @@ pub async fn upload_result(
     state: web::Data<AppState>,
     bearer: AgentBearer,
     path: web::Path<(Uuid, Uuid)>,
+    query: web::Query<FileQuery>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let (agent_id, capture_id) = path.into_inner();
@@ -166,12 +215,15 @@ pub async fn upload_result(
     // Who is asking comes first: a refused credential learns nothing of the body's schema.
     let c = own_capture(&mut conn, agent_id, &bearer, capture_id).await?;
     let result: UploadResult = super::agent_body(&body, "upload result")?;
+    if let Some(index) = query.file {
+        return file_upload_result(&state, conn, c, index, result).await;
+    }
     match result {
         // A retry of a report that was recorded but whose answer was lost.
         UploadResult::Uploaded { .. } if c.upload_state == Some(UploadState::Uploaded) => {}
         UploadResult::Failed { .. } if c.upload_state == Some(UploadState::Failed) => {}
         UploadResult::Uploaded { size, content_md5 } => {
-            let (account, blob) = pending_upload(&mut conn, &c).await?;
+            let (account, blob) = pending_upload(&mut conn, &c, None).await?;
             drop(conn);
             verify_blob(&state, &c, &account, &blob, size, &content_md5).await?;
             let mut files: Vec<String> = storage_path(&c).into_iter().collect();
@@ -194,6 +246,69 @@ pub async fn upload_result(
             lifecycle::upload::failed(&mut conn, &c, &message, &local_path, Utc::now()).await?;
             state.metrics.uploads_failed.inc();
             tracing::warn!(capture = %c.id, "upload failed; file kept on the machine");
+        }
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// How the upload of file `index` of a continuous capture ended.
+async fn file_upload_result(
+    state: &AppState,
+    mut conn: crate::db::DbConn,
+    c: CaptureRow,
+    index: u32,
+    result: UploadResult,
+) -> ApiResult<HttpResponse> {
+    let already = |want: FileState| {
+        c.file_set()
+            .iter()
+            .any(|f| f.index == index && f.state == want)
+    };
+    match result {
+        // A retry of a report that was recorded but whose answer was lost.
+        UploadResult::Uploaded { .. } if already(FileState::Uploaded) => {}
+        UploadResult::Failed { .. } if already(FileState::UploadFailed) => {}
+        UploadResult::Uploaded { size, content_md5 } => {
+            let (account, blob) = match pending_upload(&mut conn, &c, Some(index)).await {
+                Ok(found) => found,
+                Err(e) => {
+                    // Written after the file left its ring: its blob goes too.
+                    if let (Some(account_id), Some(blob)) =
+                        (c.storage_account_id, c.file_blob(index))
+                        && let Some(account) =
+                            crate::storage::accounts::by_ids(&mut conn, &[account_id])
+                                .await?
+                                .pop()
+                        && let Err(err) = state.storage.delete_blob(&account, &blob).await
+                    {
+                        tracing::warn!(capture = %c.id, file = index, error = %err, "cannot delete the blob of a file that left the ring");
+                    }
+                    return Err(e);
+                }
+            };
+            drop(conn);
+            verify_blob(state, &c, &account, &blob, size, &content_md5).await?;
+            let mut conn = state.conn().await?;
+            conn.transaction::<_, ApiError, _>(async |conn| {
+                let c = CaptureRow::lock_of_machine(conn, c.id, &c.machine_key)
+                    .await?
+                    .ok_or_else(|| not_assigned(c.id))?;
+                Ok(lifecycle::files::upload_verified(conn, &c, index, size, Utc::now()).await?)
+            })
+            .await?;
+            state.metrics.uploads_verified.inc();
+            tracing::info!(capture = %c.id, file = index, bytes = size, "upload verified");
+        }
+        UploadResult::Failed { message, .. } => {
+            conn.transaction::<_, ApiError, _>(async |conn| {
+                let c = CaptureRow::lock_of_machine(conn, c.id, &c.machine_key)
+                    .await?
+                    .ok_or_else(|| not_assigned(c.id))?;
+                Ok(lifecycle::files::upload_failed(conn, &c, index, &message, Utc::now()).await?)
+            })
+            .await?;
+            state.metrics.uploads_failed.inc();
+            tracing::warn!(capture = %c.id, file = index, "upload of a file failed; kept on the machine");
         }
     }
     Ok(HttpResponse::NoContent().finish())

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::{HttpResponse, get, post, web};
 use agent_protocol::{
-    Assignments, CaptureAssignment, CaptureFilter, CaptureReport, DesiredState, FilterProtocol,
-    PendingUpload, RegisterRequest, RegisterResponse, TransferRequest, UploadTarget,
+    Assignments, CaptureAssignment, CaptureFilter, CaptureReport, DesiredState, FileSettings,
+    FilterProtocol, PendingUpload, RegisterRequest, RegisterResponse, TransferRequest,
+    UploadTarget,
 };
 use chrono::Utc;
 use diesel::prelude::*;
@@ -288,13 +289,18 @@ async fn assignments(
         .filter(file_transfers::machine_key.eq(machine_key))
         .filter(file_transfers::state.eq(TransferState::Requested))
         .order(file_transfers::created_at)
-        .select((file_transfers::id, file_transfers::capture_id))
-        .load::<(Uuid, Uuid)>(conn)
+        .select((
+            file_transfers::id,
+            file_transfers::capture_id,
+            file_transfers::file_index,
+        ))
+        .load::<(Uuid, Uuid, Option<i32>)>(conn)
         .await?
         .into_iter()
-        .map(|(transfer_id, capture_id)| TransferRequest {
+        .map(|(transfer_id, capture_id, file)| TransferRequest {
             transfer_id,
             capture_id,
+            file: file.and_then(|i| u32::try_from(i).ok()),
         })
         .collect();
     let uploads: Vec<PendingUpload> = packet_captures::table
@@ -312,6 +318,7 @@ async fn assignments(
             to_assignment(c).map(|a| PendingUpload {
                 capture_id: c.id,
                 keep_local: a.file_path.is_some(),
+                continuous: a.continuous.is_some(),
             })
         })
         .collect();
@@ -396,6 +403,18 @@ fn to_assignment(c: &CaptureRow) -> Option<CaptureAssignment> {
     let total = p
         .total_bytes_per_session
         .unwrap_or(crate::arm::validate::DEFAULT_TOTAL_BYTES);
+    let continuous = match (p.continuous_capture, &p.capture_settings) {
+        (Some(ring), Some(s)) => Some(FileSettings {
+            ring,
+            file_count: s
+                .file_count
+                .unwrap_or(crate::arm::validate::DEFAULT_FILE_COUNT as u32),
+            file_size_in_bytes: s
+                .file_size_in_bytes
+                .unwrap_or(crate::arm::validate::DEFAULT_FILE_SIZE),
+        }),
+        _ => None,
+    };
     Some(CaptureAssignment {
         capture_id: c.id,
         resource_id: c.resource_id.clone(),
@@ -405,15 +424,18 @@ fn to_assignment(c: &CaptureRow) -> Option<CaptureAssignment> {
             DesiredState::Stopped
         },
         bytes_to_capture_per_packet: p.bytes_to_capture_per_packet.unwrap_or(0),
-        total_bytes_per_session: if total == 0 {
-            crate::arm::validate::MAX_U32
-        } else {
-            total
+        // A ring does not stop on bytes.
+        total_bytes_per_session: match continuous {
+            Some(FileSettings { ring: true, .. }) => u64::MAX,
+            _ if total == 0 => crate::arm::validate::MAX_U32,
+            _ => total,
         },
-        time_limit_in_seconds: match p.time_limit_in_seconds {
-            None | Some(0) => crate::arm::validate::DEFAULT_TIME_LIMIT,
-            Some(t) => t,
-        },
+        // The session's limit, as validated (a continuous capture's `sessionTimeLimitInSeconds`).
+        time_limit_in_seconds: u32::try_from(c.time_limit_seconds)
+            .ok()
+            .filter(|t| *t > 0)
+            .unwrap_or(crate::arm::validate::DEFAULT_TIME_LIMIT),
+        continuous,
         filters,
         file_path: p
             .storage_location
@@ -513,13 +535,31 @@ pub async fn report(
 ) -> ApiResult<HttpResponse> {
     let (agent_id, capture_id) = path.into_inner();
     let mut conn = state.conn().await?;
-    conn.transaction::<_, ApiError, _>(async |conn| {
-        // Who is asking comes first: a refused credential learns nothing of the body's schema.
-        let machine = touch(conn, agent_id, &bearer).await?;
-        let report: CaptureReport = super::agent_body(&body, "report")?;
-        lifecycle::agent::report(conn, &machine.resource_key, capture_id, &report, Utc::now()).await
-    })
-    .await?;
+    let reported = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            // Who is asking comes first: a refused credential learns nothing of the body's schema.
+            let machine = touch(conn, agent_id, &bearer).await?;
+            let report: CaptureReport = super::agent_body(&body, "report")?;
+        let kept = report.counters().file_set.len();
+        if kept as u64 > crate::arm::validate::MAX_FILE_COUNT {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidRequestContent,
+                "fileSet",
+                format!(
+                    "Invalid report: 'fileSet' lists {kept} files; a continuous capture keeps at most {}.",
+                    crate::arm::validate::MAX_FILE_COUNT
+                ),
+            ));
+        }
+            lifecycle::agent::report(conn, &machine.resource_key, capture_id, &report, Utc::now())
+                .await?;
+            Ok((machine.resource_key, !report.counters().file_set.is_empty()))
+        })
+        .await?;
+    let (machine_key, continuous) = reported;
+    if continuous {
+        super::ring::delete_discarded(&state, capture_id, &machine_key).await?;
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -50,13 +50,55 @@ pub fn to_model(c: &CaptureRow) -> PacketCaptureResult {
         id: c.resource_id.clone(),
         etag: etag(c.etag),
         properties: PacketCaptureResultProperties {
+            continuous_capture_files: file_views(c, &parameters),
             parameters,
             provisioning_state: provisioning_state.to_string(),
         },
     }
 }
 
+/// What callers see of a continuous capture's files (`None` for a single-file capture).
+fn file_views(
+    c: &CaptureRow,
+    p: &PacketCaptureParameters,
+) -> Option<Vec<crate::arm::models::PacketCaptureFileInfo>> {
+    use crate::db::file_set::FileState;
+    p.continuous_capture?;
+    let local = p.storage_location.local_path.as_deref();
+    let blob = p.storage_location.storage_path.as_deref();
+    Some(
+        c.file_set()
+            .into_iter()
+            .filter(|f| f.state != FileState::Discarded)
+            .map(|f| crate::arm::models::PacketCaptureFileInfo {
+                index: f.index,
+                size_in_bytes: f.size,
+                packets: f.packets,
+                first_packet_time: f.first_packet_time,
+                last_packet_time: f.last_packet_time,
+                state: format!("{:?}", f.state),
+                local_path: local.map(|l| agent_protocol::file_name(l, f.index)),
+                blob_url: blob
+                    .filter(|_| f.state == FileState::Uploaded)
+                    .map(|b| agent_protocol::file_name(b, f.index)),
+                message: f.message,
+            })
+            .collect(),
+    )
+}
+
 pub fn status_model(c: &CaptureRow) -> PacketCaptureQueryStatusResult {
+    let files = serde_json::from_value::<PacketCaptureParameters>(c.parameters.clone())
+        .ok()
+        .and_then(|p| file_views(c, &p));
+    // A continuous capture's data: each kept file on the machine and/or its blob.
+    let capture_files = match &files {
+        Some(files) => files
+            .iter()
+            .flat_map(|f| f.local_path.iter().chain(f.blob_url.iter()).cloned())
+            .collect(),
+        None => serde_json::from_value(c.files.clone()).unwrap_or_default(),
+    };
     PacketCaptureQueryStatusResult {
         name: c.name.clone(),
         id: c.resource_id.clone(),
@@ -67,8 +109,9 @@ pub fn status_model(c: &CaptureRow) -> PacketCaptureQueryStatusResult {
         packets_captured: c.packets,
         bytes_captured: c.bytes,
         kernel_drops: c.kernel_drops,
-        capture_files: serde_json::from_value(c.files.clone()).unwrap_or_default(),
+        capture_files,
         error_message: c.error_message.clone(),
+        continuous_capture_files: files,
     }
 }
 

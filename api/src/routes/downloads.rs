@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -56,7 +57,7 @@ fn not_available(message: impl Into<String>) -> ApiError {
     params(
         ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
         ("networkWatcherName" = String, Path), ("packetCaptureName" = String, Path),
-        ("api-version" = String, Query),
+        ("api-version" = String, Query), FileIndex,
     ),
     responses(
         (status = 200, description = "Where to download the file (or, with Accept: application/octet-stream, the file)",
@@ -77,31 +78,56 @@ pub async fn download(
     state: web::Data<AppState>,
     path: CapturePath<CaptureRead>,
     v: NetworkApiVersion,
+    file: web::Query<FileIndex>,
 ) -> ApiResult<HttpResponse> {
     let mut conn = state.conn().await?;
     let c = path.fetch(&mut conn).await?;
-    if c.upload_state == Some(UploadState::Uploaded)
-        && let (Some(account_id), Some(blob)) = (c.storage_account_id, &c.blob_name)
-        && let Some(account) = crate::storage::accounts::by_ids(&mut conn, &[account_id])
-            .await?
-            .pop()
-    {
-        let sas = state.storage.download_sas(&account, blob)?;
-        return Ok(HttpResponse::Ok().json(PacketCaptureDownload {
-            source: "StorageAccount".into(),
-            download_url: sas.url,
-            expires_on: Some(sas.expires_on),
-        }));
-    }
-    check_agent_file(&c)?;
     let wants_file = req
         .headers()
         .get("accept")
         .and_then(|a| a.to_str().ok())
         .is_some_and(|a| a.contains("application/octet-stream"));
+    let source = pick_source(&c, file.file_index)?;
+    if let Source::Blob(blob) = &source
+        && let Some(answer) = blob_answer(&state, &mut conn, &c, blob).await?
+    {
+        return Ok(answer);
+    }
+    if !matches!(source, Source::Single) {
+        if wants_file {
+            drop(conn);
+            return stream_source(&state, c, source).await;
+        }
+        let query = file
+            .file_index
+            .map(|i| format!("&fileIndex={i}"))
+            .unwrap_or_default();
+        let content_url = format!(
+            "{}{}/content?api-version={}{query}",
+            state.base_url(&req),
+            req.path().trim_end_matches("/download"),
+            v.0
+        );
+        return Ok(HttpResponse::Ok().json(PacketCaptureDownload {
+            source: if matches!(source, Source::Blobs(_)) {
+                "StorageAccount".into()
+            } else {
+                "Agent".into()
+            },
+            download_url: content_url,
+            expires_on: None,
+        }));
+    }
+    if c.upload_state == Some(UploadState::Uploaded)
+        && let Some(blob) = &c.blob_name
+        && let Some(answer) = blob_answer(&state, &mut conn, &c, blob).await?
+    {
+        return Ok(answer);
+    }
+    check_agent_file(&c)?;
     if wants_file {
         drop(conn);
-        return stream_from_agent(&state, c).await;
+        return stream_from_agent(&state, c, None).await;
     }
     let content_url = format!(
         "{}{}/content?api-version={}",
@@ -116,6 +142,31 @@ pub async fn download(
     }))
 }
 
+/// A read-only SAS URL of `blob` of the capture's storage account (`None` when the account is no
+/// longer registered).
+async fn blob_answer(
+    state: &AppState,
+    conn: &mut diesel_async::AsyncPgConnection,
+    c: &CaptureRow,
+    blob: &str,
+) -> ApiResult<Option<HttpResponse>> {
+    let Some(account_id) = c.storage_account_id else {
+        return Ok(None);
+    };
+    let Some(account) = crate::storage::accounts::by_ids(conn, &[account_id])
+        .await?
+        .pop()
+    else {
+        return Ok(None);
+    };
+    let sas = state.storage.download_sas(&account, blob)?;
+    Ok(Some(HttpResponse::Ok().json(PacketCaptureDownload {
+        source: "StorageAccount".into(),
+        download_url: sas.url,
+        expires_on: Some(sas.expires_on),
+    })))
+}
+
 /// The file of a capture as kept on its machine, sent by the machine's agent through this
 /// server (`application/vnd.tcpdump.pcap`).
 ///
@@ -126,7 +177,7 @@ pub async fn download(
     params(
         ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
         ("networkWatcherName" = String, Path), ("packetCaptureName" = String, Path),
-        ("api-version" = String, Query),
+        ("api-version" = String, Query), FileIndex,
     ),
     responses(
         (status = 200, description = "The capture file", content_type = "application/vnd.tcpdump.pcap", body = Vec<u8>),
@@ -143,13 +194,177 @@ pub async fn content(
     state: web::Data<AppState>,
     path: CapturePath<CaptureRead>,
     _v: NetworkApiVersion,
+    file: web::Query<FileIndex>,
 ) -> ApiResult<HttpResponse> {
     let c = {
         let mut conn = state.conn().await?;
         path.fetch(&mut conn).await?
     };
-    check_agent_file(&c)?;
-    stream_from_agent(&state, c).await
+    let source = pick_source(&c, file.file_index)?;
+    if matches!(source, Source::Single) {
+        check_agent_file(&c)?;
+        return stream_from_agent(&state, c, None).await;
+    }
+    stream_source(&state, c, source).await
+}
+
+/// `fileIndex`: one file of a continuous capture (see `continuousCaptureFiles`); without it, a
+/// continuous capture's kept files are merged into one pcap.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct FileIndex {
+    #[param(minimum = 1)]
+    pub file_index: Option<u32>,
+}
+
+/// Where the bytes of a download come from.
+enum Source {
+    /// A single-file capture: as before (its blob once uploaded, else its agent).
+    Single,
+    /// One uploaded file of a continuous capture.
+    Blob(String),
+    /// Uploaded files of a continuous capture, merged (blob, size) in order.
+    Blobs(Vec<(String, u64)>),
+    /// From the agent: one file of a continuous capture, or (None) its kept files merged.
+    Agent(Option<u32>),
+}
+
+fn pick_source(c: &CaptureRow, file: Option<u32>) -> ApiResult<Source> {
+    use crate::db::file_set::FileState;
+    let p: Option<crate::arm::models::PacketCaptureParameters> =
+        serde_json::from_value(c.parameters.clone()).ok();
+    let Some(p) = p.filter(|p| p.continuous_capture.is_some()) else {
+        return match file {
+            None => Ok(Source::Single),
+            Some(_) => Err(ApiError::invalid(
+                ErrorCode::InvalidRequestFormat,
+                "fileIndex",
+                format!(
+                    "'fileIndex' applies only to a continuous capture; '{}' has one file: leave 'fileIndex' out.",
+                    c.name
+                ),
+            )),
+        };
+    };
+    check_agent_file(c)?;
+    let kept: Vec<crate::db::file_set::StoredFile> = c
+        .file_set()
+        .into_iter()
+        .filter(|f| f.state != FileState::Discarded)
+        .collect();
+    let local = p.storage_location.local_path.is_some();
+    match file {
+        Some(i) => {
+            let Some(f) = kept.iter().find(|f| f.index == i) else {
+                let range = match (<[_]>::first(&kept), <[_]>::last(&kept)) {
+                    (Some(a), Some(b)) => format!("files {} to {}", a.index, b.index),
+                    _ => "no file yet".to_string(),
+                };
+                return Err(not_available(format!(
+                    "The packet capture '{}' keeps no file {i} (it keeps {range}; older files left the ring).",
+                    c.name
+                )));
+            };
+            match (f.state, c.file_blob(i)) {
+                (FileState::Uploaded, Some(blob)) => Ok(Source::Blob(blob)),
+                _ => Ok(Source::Agent(Some(i))),
+            }
+        }
+        None if local => Ok(Source::Agent(None)),
+        None => {
+            if kept.is_empty() {
+                return Err(not_available(format!(
+                    "The packet capture '{}' has no file yet.",
+                    c.name
+                )));
+            }
+            if kept.iter().all(|f| f.state == FileState::Uploaded) {
+                Ok(Source::Blobs(
+                    kept.iter()
+                        .filter_map(|f| c.file_blob(f.index).map(|b| (b, f.size)))
+                        .collect(),
+                ))
+            } else {
+                Ok(Source::Agent(None))
+            }
+        }
+    }
+}
+
+/// Streams a continuous capture's file(s): merged from its blobs, or from its agent.
+async fn stream_source(state: &AppState, c: CaptureRow, source: Source) -> ApiResult<HttpResponse> {
+    match source {
+        Source::Blobs(blobs) => stream_blobs(state, c, blobs).await,
+        Source::Blob(blob) => {
+            let size = c
+                .file_set()
+                .iter()
+                .find(|f| c.file_blob(f.index).as_deref() == Some(blob.as_str()))
+                .map(|f| f.size)
+                .unwrap_or(0);
+            stream_blobs(state, c, vec![(blob, size)]).await
+        }
+        Source::Agent(file) => stream_from_agent(state, c, file).await,
+        Source::Single => stream_from_agent(state, c, None).await,
+    }
+}
+
+/// The blobs of a continuous capture merged into one pcap: the first whole, the others without
+/// their 24-byte header (the files follow one another in time).
+async fn stream_blobs(
+    state: &AppState,
+    c: CaptureRow,
+    blobs: Vec<(String, u64)>,
+) -> ApiResult<HttpResponse> {
+    const HEADER: u64 = 24;
+    let account = {
+        let mut conn = state.conn().await?;
+        match c.storage_account_id {
+            Some(id) => crate::storage::accounts::by_ids(&mut conn, &[id])
+                .await?
+                .pop(),
+            None => None,
+        }
+    }
+    .ok_or_else(|| {
+        not_available(format!(
+            "The storage account of '{}' is no longer registered.",
+            c.name
+        ))
+    })?;
+    let size: u64 = blobs
+        .iter()
+        .enumerate()
+        .map(|(n, (_, s))| if n == 0 { *s } else { s.saturating_sub(HEADER) })
+        .sum();
+    let storage = state.storage.clone();
+    let parts = futures_util::stream::iter(blobs.into_iter().enumerate())
+        .then(move |(n, (blob, _))| {
+            let (storage, account) = (storage.clone(), account.clone());
+            async move {
+                let resp = storage
+                    .read_blob(&account, &blob)
+                    .await
+                    .map_err(|e| actix_web::error::ErrorBadGateway(e.to_string()))?;
+                let mut skip = if n == 0 { 0 } else { HEADER as usize };
+                let body = resp.bytes_stream().map(move |chunk| {
+                    let mut chunk =
+                        chunk.map_err(|e| actix_web::error::ErrorBadGateway(e.to_string()))?;
+                    let cut = skip.min(chunk.len());
+                    skip -= cut;
+                    Ok::<_, actix_web::Error>(chunk.split_off(cut))
+                });
+                Ok::<_, actix_web::Error>(body)
+            }
+        })
+        .try_flatten();
+    Ok(HttpResponse::Ok()
+        .content_type("application/vnd.tcpdump.pcap")
+        .insert_header((
+            "content-disposition",
+            format!("attachment; filename=\"{}.cap\"", c.name),
+        ))
+        .body(SizedStream::new(size, Box::pin(parts))))
 }
 
 /// Whether the capture's agent can have a file for it.
@@ -170,7 +385,11 @@ fn check_agent_file(c: &CaptureRow) -> ApiResult<()> {
 }
 
 /// Asks the capture's agent for its file, and streams it to the caller as it arrives.
-async fn stream_from_agent(state: &AppState, c: CaptureRow) -> ApiResult<HttpResponse> {
+async fn stream_from_agent(
+    state: &AppState,
+    c: CaptureRow,
+    file: Option<u32>,
+) -> ApiResult<HttpResponse> {
     let id = Uuid::new_v4();
     let key = transfer_key(id);
     let mut sub = state.hub.subscribe(&key);
@@ -181,7 +400,7 @@ async fn stream_from_agent(state: &AppState, c: CaptureRow) -> ApiResult<HttpRes
         id,
         finished: false,
     };
-    request_transfer(state, &c, id).await?;
+    request_transfer(state, &c, id, file).await?;
     let t = wait_for_sender(state, &c, id, &mut sub).await?;
     let size = t.size.unwrap_or(0).max(0) as u64;
     let reader = ChunkReader {
@@ -209,7 +428,10 @@ async fn stream_from_agent(state: &AppState, c: CaptureRow) -> ApiResult<HttpRes
             }
         }
     });
-    let file_name = format!("{}.cap", c.name);
+    let file_name = match file {
+        Some(i) => agent_protocol::file_name(&c.name, i),
+        None => format!("{}.cap", c.name),
+    };
     Ok(HttpResponse::Ok()
         .content_type("application/vnd.tcpdump.pcap")
         .insert_header((
@@ -220,7 +442,12 @@ async fn stream_from_agent(state: &AppState, c: CaptureRow) -> ApiResult<HttpRes
 }
 
 /// Asks the capture's agent (which must be connected) to send its file as transfer `id`.
-async fn request_transfer(state: &AppState, c: &CaptureRow, id: Uuid) -> ApiResult<()> {
+async fn request_transfer(
+    state: &AppState,
+    c: &CaptureRow,
+    id: Uuid,
+    file: Option<u32>,
+) -> ApiResult<()> {
     let mut conn = state.conn().await?;
     let lost: Option<bool> = machines::table
         .find(&c.machine_key)
@@ -242,6 +469,7 @@ async fn request_transfer(state: &AppState, c: &CaptureRow, id: Uuid) -> ApiResu
             file_transfers::id.eq(id),
             file_transfers::capture_id.eq(c.id),
             file_transfers::machine_key.eq(&c.machine_key),
+            file_transfers::file_index.eq(file.and_then(|i| i32::try_from(i).ok())),
         ))
         .execute(&mut conn)
         .await?;

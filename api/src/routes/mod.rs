@@ -8,6 +8,7 @@ pub mod identity;
 pub mod misc;
 pub mod operations;
 pub mod paths;
+pub mod ring;
 pub mod watchers;
 
 use actix_web::http::StatusCode;

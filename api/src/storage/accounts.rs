@@ -289,6 +289,51 @@ impl Registry {
         }
     }
 
+    /// Reads a blob: the response, whose body streams it.
+    pub async fn read_blob(
+        &self,
+        a: &StorageAccountRow,
+        blob: &str,
+    ) -> Result<reqwest::Response, StorageError> {
+        let sas = self.blob_sas(a, blob, "r", Duration::from_secs(3600))?;
+        let resp = self
+            .http
+            .get(&sas.url)
+            .header("x-ms-version", super::sas::SAS_VERSION)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(a, &e))?;
+        match resp.status().as_u16() {
+            200 => Ok(resp),
+            status => Err(StorageError::Refused {
+                account: a.account_name.clone(),
+                status,
+                code: error_code(&resp),
+            }),
+        }
+    }
+
+    /// Deletes a blob with the server's own credentials (a continuous capture's file that left
+    /// its ring); a blob that is already gone is fine.
+    pub async fn delete_blob(&self, a: &StorageAccountRow, blob: &str) -> Result<(), StorageError> {
+        let sas = self.blob_sas(a, blob, "d", Duration::from_secs(300))?;
+        let resp = self
+            .http
+            .delete(&sas.url)
+            .header("x-ms-version", super::sas::SAS_VERSION)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(a, &e))?;
+        match resp.status().as_u16() {
+            202 | 404 => Ok(()),
+            status => Err(StorageError::Refused {
+                account: a.account_name.clone(),
+                status,
+                code: error_code(&resp),
+            }),
+        }
+    }
+
     /// Size and Content-MD5 (base64) of a blob; `None` when there is no such blob.
     pub async fn blob_properties(
         &self,

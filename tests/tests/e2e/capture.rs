@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use crate::Ctx;
 
 /// A test world with a real agent for `vm1`, registered.
-async fn setup(configure: impl FnOnce(&mut e2e_tests::ServerOptions)) -> (Ctx, RealAgent) {
+pub(crate) async fn setup(
+    configure: impl FnOnce(&mut e2e_tests::ServerOptions),
+) -> (Ctx, RealAgent) {
     let ctx = Ctx::with(configure).await;
     ctx.create_watcher("nw1").await;
     let agent = RealAgent::start(&ctx.server.url, &ctx.vm("vm1"), &[]);
@@ -405,4 +407,26 @@ async fn restarted_agent_ends_what_it_was_running_and_keeps_the_file() {
         json!({"filters": [{"protocol": "UDP", "localIPAddress": "127.0.8.3"}]}),
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_stop_keeps_every_packet_captured_before_it() {
+    let (ctx, mut agent) = setup(|_| {}).await;
+    let path = start_capture(
+        &ctx,
+        "drain",
+        json!({"filters": [{"protocol": "UDP", "localIPAddress": "127.0.8.5"}]}),
+    )
+    .await;
+    // Sent, then the agent is told to stop (SIGTERM) at once: what the kernel captured before
+    // the stop is written all the same (the capture reads the ring on for a moment).
+    for i in 0..20 {
+        udp("127.0.8.5:48005", "127.0.8.9:58005", &format!("d{i}"), 64);
+    }
+    assert!(agent.terminate(), "the agent did not exit cleanly");
+    let want: Vec<String> = (0..20).map(|i| format!("d{i}")).collect();
+    assert_eq!(pcapfile::read(&agent.file(&path)).tags(), want);
+    let s = ctx.wait_capture_status("nw1", "drain", "Stopped").await;
+    assert_eq!(s["stopReason"], "AgentStopped", "{s}");
+    assert_eq!(s["packetsCaptured"], 20, "{s}");
 }

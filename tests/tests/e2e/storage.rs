@@ -21,7 +21,7 @@ fn storage_id(ctx: &Ctx, name: &str) -> String {
 }
 
 /// Registers Azurite's account as `name` (key given on stdin, so stored sealed).
-fn register(ctx: &Ctx, azurite: &Azurite, name: &str) -> String {
+pub(crate) fn register(ctx: &Ctx, azurite: &Azurite, name: &str) -> String {
     let id = storage_id(ctx, name);
     let (ok, out, err) = ctx.server.storage_accounts(
         &[
@@ -38,18 +38,26 @@ fn register(ctx: &Ctx, azurite: &Azurite, name: &str) -> String {
     id
 }
 
-struct World {
-    ctx: Ctx,
-    agent: RealAgent,
-    azurite: Azurite,
-    account: String,
+pub(crate) struct World {
+    pub(crate) ctx: Ctx,
+    pub(crate) agent: RealAgent,
+    pub(crate) azurite: Azurite,
+    pub(crate) account: String,
 }
 
-async fn setup(
+pub(crate) async fn setup(
     agent_flags: &[&str],
     configure: impl FnOnce(&mut e2e_tests::ServerOptions),
 ) -> World {
-    let azurite = Azurite::start();
+    setup_on(Azurite::start(), agent_flags, configure).await
+}
+
+/// [`setup`] on a given Azurite.
+pub(crate) async fn setup_on(
+    azurite: Azurite,
+    agent_flags: &[&str],
+    configure: impl FnOnce(&mut e2e_tests::ServerOptions),
+) -> World {
     let ctx = Ctx::with(configure).await;
     ctx.create_watcher("nw1").await;
     let account = register(&ctx, &azurite, "captures1");
@@ -70,7 +78,7 @@ async fn setup(
 }
 
 /// Creates a capture with `storage_location` and waits until it runs; returns the resource.
-async fn start(w: &World, name: &str, storage_location: Value, extra: Value) -> Value {
+pub(crate) async fn start(w: &World, name: &str, storage_location: Value, extra: Value) -> Value {
     let mut props = json!({"target": w.ctx.vm("vm1"), "storageLocation": storage_location});
     for (k, v) in extra.as_object().unwrap() {
         props[k] = v.clone();
@@ -93,13 +101,13 @@ async fn start(w: &World, name: &str, storage_location: Value, extra: Value) -> 
     r.body
 }
 
-async fn stop(ctx: &Ctx, name: &str) {
+pub(crate) async fn stop(ctx: &Ctx, name: &str) {
     let r = ctx.api.post(&ctx.capture_action("nw1", name, "stop")).await;
     assert!(r.status.is_success(), "{}", r.text);
 }
 
 /// Polls queryStatus until `done` holds (up to `timeout`).
-async fn wait_status(
+pub(crate) async fn wait_status(
     ctx: &Ctx,
     name: &str,
     timeout: Duration,
@@ -117,14 +125,14 @@ async fn wait_status(
     }
 }
 
-fn has_file(status: &Value, file: &str) -> bool {
+pub(crate) fn has_file(status: &Value, file: &str) -> bool {
     status["captureFiles"]
         .as_array()
         .is_some_and(|f| f.iter().any(|x| x == file))
 }
 
 /// The capture's download answer.
-async fn download(w: &World, name: &str) -> Value {
+pub(crate) async fn download(w: &World, name: &str) -> Value {
     let r = w
         .ctx
         .api
@@ -157,7 +165,7 @@ async fn server_get(url: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn fetch(url: &str) -> (u16, Vec<u8>) {
+pub(crate) async fn fetch(url: &str) -> (u16, Vec<u8>) {
     let r = reqwest::Client::new()
         .get(url)
         .header("x-ms-version", "2025-11-05")
@@ -167,7 +175,7 @@ async fn fetch(url: &str) -> (u16, Vec<u8>) {
     (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
 }
 
-fn tags_of(bytes: &[u8]) -> BTreeSet<String> {
+pub(crate) fn tags_of(bytes: &[u8]) -> BTreeSet<String> {
     let path = e2e_tests::scratch().join(format!("blob-{}.cap", uuid::Uuid::new_v4().simple()));
     std::fs::write(&path, bytes).unwrap();
     let file = pcapfile::read(&path);
@@ -189,7 +197,7 @@ fn send_tagged(port: u16, tags: &[&str]) {
     }
 }
 
-fn spool_files(agent: &RealAgent) -> Vec<String> {
+pub(crate) fn spool_files(agent: &RealAgent) -> Vec<String> {
     std::fs::read_dir(agent.captures_root.join(".uploads"))
         .map(|d| {
             d.filter_map(|e| e.ok())
@@ -513,7 +521,11 @@ async fn upload_sas_can_create_and_write_its_blob_only_and_expires() {
     let r = put(sas.clone(), "late").await.unwrap();
     assert_eq!(r.status().as_u16(), 403);
     // A renewal gives a working one, to the agent of the machine only.
-    let fresh = agent.client.upload_sas(agent.agent_id, id).await.unwrap();
+    let fresh = agent
+        .client
+        .upload_sas(agent.agent_id, id, None)
+        .await
+        .unwrap();
     assert_eq!(
         put(fresh.blob_url.clone(), "renewed")
             .await
@@ -525,7 +537,7 @@ async fn upload_sas_can_create_and_write_its_blob_only_and_expires() {
     let other_agent = ScriptedAgent::register(&ctx.server.url, &ctx.vm("vm2"), "eastus").await;
     let e = other_agent
         .client
-        .upload_sas(other_agent.agent_id, id)
+        .upload_sas(other_agent.agent_id, id, None)
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(404), "{e}");

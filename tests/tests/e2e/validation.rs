@@ -184,7 +184,7 @@ async fn capture_rejections_name_the_field_and_store_nothing() {
         ),
         (
             path(
-                json!({"target": vm, "storageLocation": file, "captureSettings": {"fileCount": 10001}}),
+                json!({"target": vm, "continuousCapture": true, "storageLocation": {"localPath": "/var/captures/a.cap"}, "captureSettings": {"fileCount": 10001}}),
             ),
             "InvalidParameter",
             "properties.captureSettings.fileCount",
