@@ -158,6 +158,25 @@ pub fn capture_body(body: &Value) -> Result<ValidCapture> {
     })
 }
 
+/// The first api-version with continuous capture (`continuousCapture`, `captureSettings`,
+/// `localPath`).
+pub const CONTINUOUS_CAPTURE_API_VERSION: &str = "2023-11-01";
+
+/// Refuses what the request's api-version does not have: continuous capture before
+/// [`CONTINUOUS_CAPTURE_API_VERSION`] (api-versions are dates, so they compare as text).
+pub fn for_api_version(valid: &ValidCapture, api_version: &str) -> Result<()> {
+    if valid.parameters.continuous_capture.is_some() && api_version < CONTINUOUS_CAPTURE_API_VERSION
+    {
+        return Err(invalid(
+            "properties.continuousCapture",
+            format!(
+                "'continuousCapture' needs api-version {CONTINUOUS_CAPTURE_API_VERSION} or later; this request uses {api_version}."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `targetType`, normalised: `AzureVM` (the default) or `AzureVMSS`.
 fn target_type(props: &Map<String, Value>) -> Result<String> {
     match string(props, "targetType", "properties.targetType")? {

@@ -314,6 +314,7 @@ pub async fn create(
 ) -> ApiResult<HttpResponse> {
     validate_resource_name(&path.name, "packet capture")?;
     let valid = validate::capture_body(&body.value)?;
+    validate::for_api_version(&valid, &v.0)?;
     authorize_target(&state, &path.caller, &valid).await?;
     let pre = Preconditions::of(&req);
     let principal = path.caller.id().to_string();

@@ -229,6 +229,25 @@ async fn continuous_settings_are_checked_and_their_defaults_shown() {
         assert_eq!(e["target"], target, "{}", r.text);
         assert!(e["message"].as_str().unwrap().contains(words), "{}", r.text);
     }
+    // Continuous capture came with api-version 2023-11-01.
+    let old = ctx
+        .capture("nw1", "old")
+        .replace("api-version=2026-03-01", "api-version=2023-09-01");
+    assert!(old.contains("2023-09-01"), "{old}");
+    let r = ctx
+        .api
+        .put(
+            &old,
+            &json!({"properties": {"target": vm, "continuousCapture": true, "storageLocation": local}}),
+        )
+        .await;
+    let e = r.assert_error(400, "InvalidParameter");
+    assert_eq!(e["target"], "properties.continuousCapture", "{}", r.text);
+    assert!(
+        e["message"].as_str().unwrap().contains("2023-11-01"),
+        "{}",
+        r.text
+    );
     // Accepted with their defaults shown; the SDKs' default time limit (18000) and byte limit
     // are not contradictions.
     let r = ctx
