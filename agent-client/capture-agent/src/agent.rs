@@ -108,6 +108,7 @@ impl Agent {
             block_size: args.upload_block_size,
             concurrency: args.upload_concurrency,
             retry_period: Duration::from_secs(args.upload_retry_seconds),
+            uploads_at_once: Arc::new(tokio::sync::Semaphore::new(upload::UPLOADS_AT_ONCE)),
         });
         let credential_file = credential::CredentialFile::new(&args.state_dir);
         let credential = credential_file.load(&args.machine_id);

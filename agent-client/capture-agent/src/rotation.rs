@@ -202,7 +202,8 @@ impl FileSequence {
         Ok(())
     }
 
-    /// Flushes what was written so far (readers see whole records).
+    /// Passes what was written so far on to the file (readers see whole records); the sizes
+    /// published may be ahead of the file by the few chunks still being written.
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()?;
         self.publish();
@@ -214,8 +215,10 @@ impl FileSequence {
         self.finish_current()
     }
 
+    /// The current file is written whole (its writer thread ended) before it counts as
+    /// finished.
     fn finish_current(&mut self) -> std::io::Result<()> {
-        self.out.flush()?;
+        self.out.finish()?;
         if let Some((f, path)) = self.kept.back_mut() {
             f.complete = true;
             let _ = self.finished.send(Finished {

@@ -44,7 +44,13 @@ pub struct UploadSettings {
     pub concurrency: usize,
     /// How long to keep trying before the capture is reported StorageFailed.
     pub retry_period: Duration,
+    /// Uploads at once (each holds up to `concurrency` blocks): a continuous capture finishing
+    /// many files quickly queues them here instead of growing memory.
+    pub uploads_at_once: Arc<tokio::sync::Semaphore>,
 }
+
+/// Files uploaded at the same time by one agent.
+pub const UPLOADS_AT_ONCE: usize = 2;
 
 /// Why one attempt failed.
 #[derive(Debug)]
@@ -120,6 +126,10 @@ pub async fn run(
 ) {
     let id = job.capture_id;
     let index = job.file_index;
+    // Waits for its turn; the semaphore is never closed.
+    let Ok(_turn) = settings.uploads_at_once.clone().acquire_owned().await else {
+        return;
+    };
     // The retry period runs from the last progress: a slow upload that keeps moving is not cut.
     let mut deadline = tokio::time::Instant::now() + settings.retry_period;
     let local_path = job.file.display().to_string();
