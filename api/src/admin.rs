@@ -8,8 +8,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 
 use crate::config::{
     AgentTokensCommand, AgentsCommand, DatabaseArgs, RoleAssignmentsCommand,
-    ServicePrincipalsCommand, SigningKeysCommand, StorageAccountAddArgs, StorageAccountsCommand,
-    TokenArgs,
+    ServicePrincipalsCommand, SignInLinkArgs, SigningKeysCommand, StorageAccountAddArgs,
+    StorageAccountsCommand, TokenArgs, UsersCommand,
 };
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::error::StartupError;
@@ -274,6 +274,7 @@ pub async fn role_assignments(cmd: RoleAssignmentsCommand) -> Result<(), Startup
     match cmd {
         RoleAssignmentsCommand::Create {
             assignee,
+            user,
             role,
             scope,
             database,
@@ -289,6 +290,7 @@ pub async fn role_assignments(cmd: RoleAssignmentsCommand) -> Result<(), Startup
                 )));
             }
             let a = with_db(&database, async |c| {
+                let assignee = assignee_of(c, assignee.as_deref(), user.as_deref()).await?;
                 let a = rbac::create(c, &assignee, role, &scope)
                     .await
                     .map_err(failed)?;
@@ -298,8 +300,16 @@ pub async fn role_assignments(cmd: RoleAssignmentsCommand) -> Result<(), Startup
             .await?;
             println!("{}\t{}\t{}\t{}", a.id, a.principal_id, a.role, a.scope);
         }
-        RoleAssignmentsCommand::List { assignee, database } => {
+        RoleAssignmentsCommand::List {
+            assignee,
+            user,
+            database,
+        } => {
             let list = with_db(&database, async |c| {
+                let assignee = match (&assignee, &user) {
+                    (None, None) => None,
+                    _ => Some(assignee_of(c, assignee.as_deref(), user.as_deref()).await?),
+                };
                 rbac::list(c, assignee.as_deref()).await.map_err(failed)
             })
             .await?;
@@ -320,6 +330,131 @@ pub async fn role_assignments(cmd: RoleAssignmentsCommand) -> Result<(), Startup
             println!("deleted {id}");
         }
     }
+    Ok(())
+}
+
+/// The principal id an assignment names: `--assignee` as given, or the object id of the user
+/// `--user`.
+async fn assignee_of(
+    conn: &mut AsyncPgConnection,
+    assignee: Option<&str>,
+    user: Option<&str>,
+) -> Result<String, StartupError> {
+    match (assignee, user) {
+        (Some(a), _) => Ok(a.to_string()),
+        (None, Some(name)) => crate::auth::users::find(conn, name)
+            .await
+            .map_err(failed)?
+            .map(|u| u.id.to_string())
+            .ok_or_else(|| StartupError(format!("no user '{name}'"))),
+        (None, None) => Err(StartupError("give --assignee or --user".into())),
+    }
+}
+
+/// A password from standard input: its first line.
+fn read_password() -> Result<String, StartupError> {
+    let mut s = String::new();
+    std::io::stdin()
+        .take(crate::auth::users::MAX_PASSWORD_BYTES as u64 + 2)
+        .read_to_string(&mut s)
+        .map_err(|e| StartupError(format!("cannot read the password from standard input: {e}")))?;
+    let line = s.lines().next().unwrap_or("").to_string();
+    crate::auth::users::check_password(&line).map_err(StartupError)?;
+    Ok(line)
+}
+
+pub async fn users(cmd: UsersCommand) -> Result<(), StartupError> {
+    use crate::auth::users;
+    match cmd {
+        UsersCommand::Create {
+            name,
+            no_password,
+            database,
+        } => {
+            users::check_name(&name).map_err(StartupError)?;
+            let password = if no_password {
+                None
+            } else {
+                Some(read_password()?)
+            };
+            let user = with_db(&database, async |c| {
+                if users::find(c, &name).await.map_err(failed)?.is_some() {
+                    return Err(StartupError(format!("a user '{name}' exists already")));
+                }
+                users::create(c, &name, password.as_deref())
+                    .await
+                    .map_err(failed)
+            })
+            .await?;
+            println!(
+                "{}",
+                serde_json::json!({"name": user.name, "objectId": user.id})
+            );
+            eprintln!(
+                "Give the user a role with `capture-api role-assignments create --user {} --role … --scope …`.",
+                user.name
+            );
+        }
+        UsersCommand::List(database) => {
+            for u in with_db(&database, async |c| users::list(c).await.map_err(failed)).await? {
+                println!(
+                    "{}\tobject id {}\t{}",
+                    u.name,
+                    u.id,
+                    if u.password_hash.is_some() {
+                        "password"
+                    } else {
+                        "no password (sign-in links only)"
+                    }
+                );
+            }
+        }
+        UsersCommand::Delete { name, database } => {
+            let deleted = with_db(&database, async |c| {
+                let d = users::delete(c, &name).await.map_err(failed)?;
+                notify(c, crate::auth::rbac::RBAC_KEY).await;
+                Ok(d)
+            })
+            .await?;
+            if !deleted {
+                return Err(StartupError(format!("no user '{name}'")));
+            }
+            println!("deleted {name}");
+        }
+        UsersCommand::SetPassword { name, database } => {
+            let password = read_password()?;
+            if !with_db(&database, async |c| {
+                users::set_password(c, &name, Some(&password))
+                    .await
+                    .map_err(failed)
+            })
+            .await?
+            {
+                return Err(StartupError(format!("no user '{name}'")));
+            }
+            println!("the password of {name} is set; their sessions are ended");
+        }
+    }
+    Ok(())
+}
+
+pub async fn sign_in_link(args: SignInLinkArgs) -> Result<(), StartupError> {
+    let token = with_db(&args.database, async |c| {
+        let user = crate::auth::users::find(c, &args.user)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| StartupError(format!("no user '{}'", args.user)))?;
+        crate::auth::users::create_sign_in_link(c, user.id)
+            .await
+            .map_err(failed)
+    })
+    .await?;
+    println!("{}", crate::auth::users::sign_in_url(&args.url, &token));
+    eprintln!(
+        "A one-time link for {}, valid {} minutes.",
+        args.user,
+        crate::auth::users::SIGN_IN_LINK_TTL.as_secs() / 60
+    );
     Ok(())
 }
 

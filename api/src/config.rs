@@ -56,6 +56,57 @@ pub enum Command {
     /// Manage the built-in issuer's signing keys.
     #[command(subcommand)]
     SigningKeys(SigningKeysCommand),
+    /// Manage the people who sign in to the console through the built-in issuer.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Print a one-time sign-in link for a user (valid 15 minutes).
+    SignInLink(SignInLinkArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user; the password is read from standard input (one line), stored only as a
+    /// slow hash. Prints the user's name and object id as JSON.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// No password: the user signs in only with links of `capture-api sign-in-link`.
+        #[arg(long)]
+        no_password: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    List(DatabaseArgs),
+    /// Delete a user with their role assignments and sessions.
+    Delete {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Set a user's password (read from standard input, one line); ends the user's sessions.
+    SetPassword {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SignInLinkArgs {
+    /// The user the link signs in.
+    #[arg(long)]
+    pub user: String,
+    /// The server's address as the browser reaches it.
+    #[arg(
+        long,
+        env = "CAPTURE_API_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8480"
+    )]
+    pub url: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,8 +134,11 @@ pub enum RoleAssignmentsCommand {
     /// `/subscriptions/{s}`, `/subscriptions/{s}/resourceGroups/{rg}` or a resource id.
     Create {
         /// Object id or application (client) id of the principal.
+        #[arg(long, required_unless_present = "user", conflicts_with = "user")]
+        assignee: Option<String>,
+        /// A user of the built-in issuer, by name (instead of --assignee).
         #[arg(long)]
-        assignee: String,
+        user: Option<String>,
         #[arg(long)]
         role: String,
         #[arg(long)]
@@ -93,8 +147,11 @@ pub enum RoleAssignmentsCommand {
         database: DatabaseArgs,
     },
     List {
-        #[arg(long)]
+        #[arg(long, conflicts_with = "user")]
         assignee: Option<String>,
+        /// A user of the built-in issuer, by name.
+        #[arg(long)]
+        user: Option<String>,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -314,6 +371,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub oidc_issuers: Vec<String>,
+    /// The console's client id at the first --oidc-issuer: the console then signs people in
+    /// there (authorization code flow with PKCE) instead of at the built-in issuer.
+    #[arg(long, env = "CAPTURE_API_CONSOLE_CLIENT_ID", requires = "oidc_issuers")]
+    pub console_client_id: Option<String>,
     /// A JWKS file of trusted keys (re-read for an unknown key id), for tokens of --jwks-issuer.
     #[arg(long, env = "CAPTURE_API_JWKS_FILE", requires = "jwks_issuer")]
     pub jwks_file: Option<PathBuf>,

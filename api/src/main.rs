@@ -21,6 +21,8 @@ async fn main() -> std::process::ExitCode {
         Command::AgentTokens(cmd) => capture_api::admin::agent_tokens(cmd).await,
         Command::Agents(cmd) => capture_api::admin::agents(cmd).await,
         Command::SigningKeys(cmd) => capture_api::admin::signing_keys(cmd).await,
+        Command::Users(cmd) => capture_api::admin::users(cmd).await,
+        Command::SignInLink(args) => capture_api::admin::sign_in_link(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -29,9 +29,14 @@ pub fn canonical_path(path: &str) -> Option<String> {
         "providers",
         "Microsoft.Network",
         "Microsoft.Compute",
+        "Microsoft.Storage",
+        "Microsoft.Authorization",
         "networkWatchers",
         "packetCaptures",
         "virtualMachines",
+        "virtualMachineScaleSets",
+        "storageAccounts",
+        "permissions",
         "locations",
         "operations",
         "operationResults",
@@ -204,13 +209,13 @@ fn request_span(req: &ServiceRequest, ids: &RequestIds) -> tracing::Span {
 }
 
 /// An error response that is not JSON: produced outside our handlers (routing, extractors,
-/// payload limits).
+/// payload limits). HTML is ours too: the sign-in pages (`routes::signin`) show their errors.
 fn is_foreign_error(status: StatusCode, headers: &HeaderMap) -> bool {
-    let is_json = headers
+    let is_own = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    (status.is_client_error() || status.is_server_error()) && !is_json
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    (status.is_client_error() || status.is_server_error()) && !is_own
 }
 
 /// A foreign error response re-shaped as an ARM error body, keeping its status and message.

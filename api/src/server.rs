@@ -96,6 +96,63 @@ async fn first_start_principal(state: &AppState, args: &ServeArgs) {
     }
 }
 
+/// With the embedded default: the demo user (created at the first start, Owner of the demo
+/// subscription, with no password) and a one-time sign-in link for it, printed at every start.
+async fn demo_sign_in_link(state: &AppState, args: &ServeArgs, scheme: &str, local: SocketAddr) {
+    use crate::auth::users;
+    let result = async {
+        let mut conn = state.conn().await?;
+        let user = match users::find(&mut conn, users::DEMO_USER).await? {
+            Some(u) => Some(u),
+            // Only in a database that never had users: a deleted demo user stays deleted.
+            None if users::list(&mut conn).await?.is_empty() => {
+                let u = users::create(&mut conn, users::DEMO_USER, None).await?;
+                crate::auth::rbac::create(
+                    &mut conn,
+                    &u.id.to_string(),
+                    crate::auth::rbac::Role::Owner,
+                    &format!("/subscriptions/{DEMO_SUBSCRIPTION}"),
+                )
+                .await?;
+                Some(u)
+            }
+            None => None,
+        };
+        let Some(user) = user else {
+            return Ok(None);
+        };
+        Ok::<_, crate::error::ApiError>(Some(users::create_sign_in_link(&mut conn, user.id).await?))
+    }
+    .await;
+    let base = match &args.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let host = match local.ip() {
+                std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                    SocketAddr::from(([127, 0, 0, 1], local.port()))
+                }
+                std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()))
+                }
+                _ => local,
+            };
+            format!("{scheme}://{host}")
+        }
+    };
+    match result {
+        Ok(Some(token)) => println!(
+            "capture-api: sign in to the console as '{demo}' (Owner of /subscriptions/{DEMO_SUBSCRIPTION}): {link}\n\
+             \x20 (one-time, valid {minutes} minutes; another one: capture-api sign-in-link --user {demo} --data-dir {dir})",
+            demo = users::DEMO_USER,
+            link = users::sign_in_url(&base, &token),
+            minutes = users::SIGN_IN_LINK_TTL.as_secs() / 60,
+            dir = args.database.data_dir.display(),
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot make the demo user's sign-in link"),
+    }
+}
+
 /// Runs `capture-api serve` until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     // One server per data folder, decided before anything is touched; held until we exit.
@@ -178,6 +235,7 @@ async fn serve_with(
     let (running, scheme) = run_server(args, &state, listener, tls)?;
     if embedded.is_some() && state.auth.config.enabled {
         first_start_principal(&state, args).await;
+        demo_sign_in_link(&state, args, scheme, local).await;
     }
     // At SIGTERM or SIGINT (which also start the server's graceful stop), long polls answer
     // at once, so that the stop does not wait for them.
@@ -220,7 +278,10 @@ fn app_state(
     let secrets = Arc::new(crate::storage::secrets::SecretsKey::load_or_create(
         &args.database.secrets_key_path(),
     )?);
-    let auth = Arc::new(crate::auth::Auth::new(args.auth_config()?, pool.clone()));
+    let auth = Arc::new(
+        crate::auth::Auth::new(args.auth_config()?, pool.clone())
+            .with_console_client_id(args.console_client_id.clone()),
+    );
     if !auth.config.enabled {
         tracing::warn!(
             "authentication is DISABLED (--auth-disabled): anyone who can reach the server may do anything"
@@ -423,6 +484,8 @@ fn app(
         .app_data(web::Data::new(CaptureReads::default()))
         .app_data(web::PayloadConfig::new(crate::middleware::MAX_BODY_BYTES))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+        // The web console (`/` and its assets): public files, outside the OpenAPI document.
+        .configure(crate::routes::console::configure)
         // `/docs` without its slash: where people type it.
         .route(
             "/docs",

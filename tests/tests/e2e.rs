@@ -6,12 +6,14 @@ mod e2e {
     pub mod agents;
     pub mod auth;
     pub mod capture;
+    pub mod console;
     pub mod continuous;
     pub mod durability;
     pub mod edges;
     pub mod first_hour;
     pub mod hostile_input;
     pub mod hosts;
+    pub mod inventory;
     pub mod lifecycle;
     pub mod package;
     pub mod readme;
@@ -21,6 +23,7 @@ mod e2e {
     pub mod self_healing;
     pub mod semantics;
     pub mod server_ops;
+    pub mod signin;
     pub mod storage;
     pub mod validation;
 }

@@ -6,7 +6,9 @@ pub mod keys;
 pub mod principals;
 pub mod rbac;
 pub mod secrets;
+pub mod sessions;
 pub mod tokens;
+pub mod users;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,6 +56,8 @@ pub struct Auth {
     pub rbac: rbac::Rbac,
     limiter: Mutex<HashMap<String, (f64, Instant)>>,
     signer: Mutex<Option<(Instant, keys::Signer)>>,
+    /// `--console-client-id`: the console signs in at the first `--oidc-issuer` with this client.
+    console_client_id: Option<String>,
 }
 
 impl Auth {
@@ -65,7 +69,18 @@ impl Auth {
             rbac: rbac::Rbac::default(),
             limiter: Mutex::default(),
             signer: Mutex::default(),
+            console_client_id: None,
         }
+    }
+
+    /// The console's client id at the external issuer (`--console-client-id`).
+    pub fn with_console_client_id(mut self, client_id: Option<String>) -> Auth {
+        self.console_client_id = client_id.filter(|c| !c.trim().is_empty());
+        self
+    }
+
+    pub fn console_client_id(&self) -> Option<&str> {
+        self.console_client_id.as_deref()
     }
 
     /// Takes a token from the principal's bucket; the wait before the next one when empty.
@@ -322,6 +337,26 @@ impl Caller {
             return Ok(());
         }
         Err(self.denied(action, scope))
+    }
+
+    /// The actions of each role assigned to the caller at or above `scope` (everything when
+    /// authentication is disabled).
+    pub async fn permissions(
+        &self,
+        auth: &Auth,
+        scope: &str,
+    ) -> ApiResult<Vec<&'static [&'static str]>> {
+        if self.0.unrestricted {
+            return Ok(vec![rbac::Role::Owner.actions()]);
+        }
+        let key = rbac::scope_key(scope);
+        Ok(self
+            .assignments(auth)
+            .await?
+            .iter()
+            .filter(|(s, _)| rbac::covers(s, &key))
+            .map(|(_, role)| role.actions())
+            .collect())
     }
 
     /// 403 `AuthorizationFailed`, worded as Azure words it.

@@ -15,6 +15,12 @@ use uuid::Uuid;
 use crate::arm::ids;
 use crate::db::schema::role_assignments;
 
+/// Reads of scale sets, checked by the inventory lists (the other actions are in
+/// [`crate::auth::actions`]). Reader, Contributor and Owner allow them, as any `…/read`.
+pub const VMSS_READ: &str = "Microsoft.Compute/virtualMachineScaleSets/read";
+/// Reads of scale set instances (`…/virtualMachineScaleSets/{ss}/virtualMachines`).
+pub const VMSS_VM_READ: &str = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read";
+
 /// Hub key whose notification drops the caches.
 pub const RBAC_KEY: &str = "rbac";
 /// A cached principal's assignments are read again after this long in any case.
@@ -51,6 +57,19 @@ impl Role {
         Role::ALL
             .into_iter()
             .find(|r| r.name().replace(' ', "").to_lowercase() == k)
+    }
+
+    /// The role's actions as ARM lists them (`Microsoft.Authorization/permissions`); the same
+    /// rule as [`Role::allows`].
+    pub fn actions(self) -> &'static [&'static str] {
+        match self {
+            Role::Owner | Role::Contributor => &["*"],
+            Role::NetworkContributor => &["Microsoft.Network/*"],
+            Role::Reader => &[
+                "*/read",
+                "Microsoft.Network/networkWatchers/packetCaptures/queryStatus/action",
+            ],
+        }
     }
 
     /// Whether the role allows `action` (e.g. `Microsoft.Network/networkWatchers/packetCaptures/write`).

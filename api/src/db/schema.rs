@@ -178,6 +178,65 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        name -> Text,
+        name_key -> Text,
+        password_hash -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    authorization_codes (code_hash) {
+        code_hash -> Text,
+        user_id -> Uuid,
+        client_id -> Text,
+        redirect_uri -> Text,
+        code_challenge -> Text,
+        scope -> Text,
+        nonce -> Nullable<Text>,
+        expires_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Text,
+        family_id -> Uuid,
+        user_id -> Uuid,
+        client_id -> Text,
+        scope -> Text,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    sign_in_links (token_hash) {
+        token_hash -> Text,
+        user_id -> Uuid,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    sign_in_failures (id) {
+        id -> Int8,
+        key -> Text,
+        failed_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(authorization_codes -> users (user_id));
+diesel::joinable!(refresh_tokens -> users (user_id));
+diesel::joinable!(sign_in_links -> users (user_id));
 diesel::joinable!(packet_captures -> network_watchers (watcher_id));
 diesel::joinable!(packet_captures -> storage_accounts (storage_account_id));
 diesel::joinable!(file_transfers -> packet_captures (capture_id));
@@ -192,5 +251,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     service_principals,
     signing_keys,
     role_assignments,
-    agent_tokens
+    agent_tokens,
+    users,
+    authorization_codes,
+    refresh_tokens,
+    sign_in_links,
+    sign_in_failures
 );

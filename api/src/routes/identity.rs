@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{mint, principals};
+use crate::auth::{mint, principals, sessions, users};
 use crate::error::ApiResult;
 use crate::state::AppState;
 
@@ -52,20 +52,40 @@ pub async fn discovery(
         return unknown_tenant(&tenant);
     }
     let b = base(&state, &req);
+    HttpResponse::Ok().json(discovery_document(&state, &b))
+}
+
+/// The discovery document of the built-in issuer, for the server's base URL `b`.
+fn discovery_document(state: &AppState, b: &str) -> serde_json::Value {
     let t = &state.auth.config.tenant;
-    HttpResponse::Ok().json(json!({
+    json!({
         "issuer": state.auth.config.issuer,
         "token_endpoint": format!("{b}/{t}/oauth2/v2.0/token"),
         "authorization_endpoint": format!("{b}/{t}/oauth2/v2.0/authorize"),
+        "end_session_endpoint": format!("{b}/{t}/oauth2/v2.0/logout"),
+        "revocation_endpoint": format!("{b}/{t}/oauth2/v2.0/revoke"),
         "jwks_uri": format!("{b}/{t}/discovery/v2.0/keys"),
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": ["token"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic", "none"],
+        "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": [crate::auth::keys::ALG],
-        "scopes_supported": ["https://management.azure.com/.default"],
+        "scopes_supported": ["openid", "profile", "offline_access", "https://management.azure.com/user_impersonation", "https://management.azure.com/.default"],
+        "claims_supported": ["iss", "aud", "sub", "oid", "tid", "name", "preferred_username", "nonce", "iat", "nbf", "exp"],
+        "console_client_id": sessions::CONSOLE_CLIENT_ID,
         "tenant_region_scope": null,
-    }))
+    })
+}
+
+/// The built-in issuer's discovery document at the server's root (the same as under the
+/// tenant).
+#[utoipa::path(tag = "Identity", responses((status = 200, description = "Discovery document")))]
+#[get("/.well-known/openid-configuration")]
+pub async fn root_discovery(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let b = base(&state, &req);
+    HttpResponse::Ok().json(discovery_document(&state, &b))
 }
 
 /// The issuer's public signing keys.
@@ -129,6 +149,10 @@ pub struct TokenRequest {
     client_id: Option<String>,
     client_secret: Option<String>,
     scope: Option<String>,
+    code: Option<String>,
+    code_verifier: Option<String>,
+    redirect_uri: Option<String>,
+    refresh_token: Option<String>,
 }
 
 /// The audience a requested scope names (`https://management.azure.com/.default`,
@@ -148,12 +172,15 @@ fn audience_of(scope: &str) -> Option<String> {
         })
 }
 
-/// OAuth 2.0 token endpoint: the `client_credentials` grant for service principals.
+/// OAuth 2.0 token endpoint: the `client_credentials` grant for service principals, and for
+/// people signed in at the authorization endpoint the `authorization_code` grant (PKCE S256:
+/// code, code_verifier, redirect_uri, client_id) and the `refresh_token` grant (rotating
+/// refresh tokens: each works once).
 #[utoipa::path(
     tag = "Identity",
     params(("tenant" = String, Path)),
     request_body(content = String, content_type = "application/x-www-form-urlencoded",
-                 description = "grant_type=client_credentials, client_id, client_secret, scope"),
+                 description = "grant_type=client_credentials (client_id, client_secret, scope), authorization_code (code, code_verifier, redirect_uri, client_id) or refresh_token (refresh_token, client_id)"),
     responses((status = 200, description = "An access token"), (status = 400, description = "OAuth error"), (status = 401, description = "invalid_client"))
 )]
 #[post("/{tenant}/oauth2/v2.0/token")]
@@ -180,12 +207,199 @@ pub async fn token(
             "The body must be application/x-www-form-urlencoded.",
         );
     };
+    match form.grant_type.as_deref() {
+        Some("authorization_code") => return user_tokens(code_grant(&state, &form).await),
+        Some("refresh_token") => return user_tokens(refresh_grant(&state, &form).await),
+        _ => {}
+    }
     let basic = basic_credentials(&req);
     let grant = match client_credentials_grant(form, basic, &state.auth.config.audiences) {
         Ok(grant) => grant,
         Err(refusal) => return refusal.response(),
     };
     token_response(issue(&state, &grant).await)
+}
+
+/// Tokens for a signed-in user, or why not.
+type UserGrant = Result<UserTokens, Refusal>;
+
+/// What the token endpoint answers a user's client.
+struct UserTokens {
+    access_token: String,
+    id_token: Option<String>,
+    refresh_token: String,
+    scope: String,
+    expires_in: u64,
+    refresh_token_expires_in: i64,
+}
+
+fn user_tokens(grant: ApiResult<UserGrant>) -> HttpResponse {
+    match grant {
+        Ok(Ok(t)) => {
+            let mut body = json!({
+                "token_type": "Bearer",
+                "scope": t.scope,
+                "expires_in": t.expires_in,
+                "ext_expires_in": t.expires_in,
+                "access_token": t.access_token,
+                "refresh_token": t.refresh_token,
+                "refresh_token_expires_in": t.refresh_token_expires_in,
+            });
+            if let Some(id) = t.id_token {
+                body["id_token"] = json!(id);
+            }
+            HttpResponse::Ok()
+                .insert_header(("Cache-Control", "no-store"))
+                .insert_header(("Pragma", "no-cache"))
+                .json(body)
+        }
+        Ok(Err(refusal)) => refusal.response(),
+        Err(e) => {
+            tracing::error!(error = %e, "token request failed");
+            oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "The token cannot be issued now.",
+            )
+        }
+    }
+}
+
+/// The console's client id of a request, or why it is refused.
+fn public_client(form: &TokenRequest) -> Result<(), Refusal> {
+    match form.client_id.as_deref() {
+        Some(c) if c.eq_ignore_ascii_case(sessions::CONSOLE_CLIENT_ID) => Ok(()),
+        Some(_) => Err(Refusal::new(
+            "invalid_client",
+            "This client may not sign people in here.",
+        )),
+        None => Err(Refusal::new("invalid_request", "client_id is required.")),
+    }
+}
+
+/// Mints a user's access token (and ID token when `openid` was asked for).
+async fn mint_for_user(
+    state: &AppState,
+    conn: &mut diesel_async::AsyncPgConnection,
+    user_id: uuid::Uuid,
+    scope: &str,
+    nonce: Option<&str>,
+    refresh_token: String,
+    session_ends: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<UserGrant> {
+    let Some(user) = users::by_id(conn, user_id).await? else {
+        return Ok(Err(Refusal::new(
+            "invalid_grant",
+            "The user no longer exists.",
+        )));
+    };
+    let Some(audience) =
+        crate::routes::signin::accepted_audience(scope, &state.auth.config.audiences)
+    else {
+        return Ok(Err(Refusal::new(
+            "invalid_scope",
+            "Tokens for this scope are not issued here.",
+        )));
+    };
+    let signer = state.auth.signer(conn, &state.secrets).await?;
+    let issuer = sessions::Issuer {
+        issuer: &state.auth.config.issuer,
+        tenant: &state.auth.config.tenant,
+        signer: &signer,
+        ttl: state.auth.config.token_ttl,
+    };
+    let access_token = issuer.access_token(&user, sessions::CONSOLE_CLIENT_ID, &audience)?;
+    let id_token = if scope.split_whitespace().any(|s| s == "openid") {
+        Some(issuer.id_token(&user, sessions::CONSOLE_CLIENT_ID, nonce)?)
+    } else {
+        None
+    };
+    let mut granted = format!("{audience}/{}", sessions::USER_SCOPE);
+    for s in ["openid", "profile", "offline_access"] {
+        if scope.split_whitespace().any(|x| x == s) {
+            granted.push(' ');
+            granted.push_str(s);
+        }
+    }
+    Ok(Ok(UserTokens {
+        access_token,
+        id_token,
+        refresh_token,
+        scope: granted,
+        expires_in: state.auth.config.token_ttl.as_secs(),
+        refresh_token_expires_in: (session_ends - chrono::Utc::now()).num_seconds().max(0),
+    }))
+}
+
+/// `grant_type=authorization_code`: a code of the authorization endpoint, with the PKCE
+/// verifier, the same redirect URI and the console's client id.
+async fn code_grant(state: &AppState, form: &TokenRequest) -> ApiResult<UserGrant> {
+    if let Err(r) = public_client(form) {
+        return Ok(Err(r));
+    }
+    let (Some(code), Some(verifier), Some(redirect_uri)) = (
+        form.code.as_deref(),
+        form.code_verifier.as_deref(),
+        form.redirect_uri.as_deref(),
+    ) else {
+        return Ok(Err(Refusal::new(
+            "invalid_request",
+            "code, code_verifier and redirect_uri are required.",
+        )));
+    };
+    let mut conn = state.conn().await?;
+    let grant = match sessions::redeem_code(
+        &mut conn,
+        code,
+        sessions::CONSOLE_CLIENT_ID,
+        redirect_uri,
+        verifier,
+    )
+    .await?
+    {
+        Ok(g) => g,
+        Err(sessions::InvalidGrant(why)) => return Ok(Err(Refusal::new("invalid_grant", why))),
+    };
+    let (refresh, ends) =
+        sessions::start_session(&mut conn, grant.user_id, &grant.client_id, &grant.scope).await?;
+    mint_for_user(
+        state,
+        &mut conn,
+        grant.user_id,
+        &grant.scope,
+        grant.nonce.as_deref(),
+        refresh,
+        ends,
+    )
+    .await
+}
+
+/// `grant_type=refresh_token`: the next refresh token of the session, with fresh tokens.
+async fn refresh_grant(state: &AppState, form: &TokenRequest) -> ApiResult<UserGrant> {
+    if let Err(r) = public_client(form) {
+        return Ok(Err(r));
+    }
+    let Some(presented) = form.refresh_token.as_deref() else {
+        return Ok(Err(Refusal::new(
+            "invalid_request",
+            "refresh_token is required.",
+        )));
+    };
+    let mut conn = state.conn().await?;
+    let rotated = match sessions::rotate(&mut conn, presented, sessions::CONSOLE_CLIENT_ID).await? {
+        Ok(r) => r,
+        Err(sessions::InvalidGrant(why)) => return Ok(Err(Refusal::new("invalid_grant", why))),
+    };
+    mint_for_user(
+        state,
+        &mut conn,
+        rotated.user_id,
+        &rotated.scope,
+        None,
+        rotated.refresh_token,
+        rotated.session_ends,
+    )
+    .await
 }
 
 /// The answer to a client that asks for tokens too often.
@@ -218,7 +432,12 @@ impl Refusal {
     }
 
     fn response(&self) -> HttpResponse {
-        oauth_error(StatusCode::BAD_REQUEST, self.error, &self.description)
+        let status = if self.error == "invalid_client" {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        oauth_error(status, self.error, &self.description)
     }
 }
 
@@ -239,7 +458,7 @@ fn client_credentials_grant(
     if form.grant_type.as_deref() != Some("client_credentials") {
         return Err(Refusal::new(
             "unsupported_grant_type",
-            "Only the client_credentials grant is supported.",
+            "Supported grants: client_credentials, authorization_code (with PKCE) and refresh_token.",
         ));
     }
     let (Some(client_id), Some(secret)) = (form.client_id, form.client_secret) else {
@@ -322,6 +541,10 @@ fn serde_urlencoded_form(body: &[u8]) -> Result<TokenRequest, ()> {
         client_id: None,
         client_secret: None,
         scope: None,
+        code: None,
+        code_verifier: None,
+        redirect_uri: None,
+        refresh_token: None,
     };
     for (k, v) in url::form_urlencoded::parse(body) {
         let v = Some(v.into_owned());
@@ -330,6 +553,10 @@ fn serde_urlencoded_form(body: &[u8]) -> Result<TokenRequest, ()> {
             "client_id" => t.client_id = v,
             "client_secret" => t.client_secret = v,
             "scope" => t.scope = v,
+            "code" => t.code = v,
+            "code_verifier" => t.code_verifier = v,
+            "redirect_uri" => t.redirect_uri = v,
+            "refresh_token" => t.refresh_token = v,
             _ => {}
         }
     }

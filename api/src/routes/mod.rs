@@ -2,13 +2,17 @@
 
 pub mod agent_files;
 pub mod agents;
+pub mod authorization;
 pub mod captures;
+pub mod console;
 pub mod downloads;
 pub mod identity;
+pub mod inventory;
 pub mod misc;
 pub mod operations;
 pub mod paths;
 pub mod ring;
+pub mod signin;
 pub mod watchers;
 
 use actix_web::http::StatusCode;
@@ -48,11 +52,27 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(watchers::list_in_subscription)
         .service(misc::get_vm)
         .service(misc::list_subscriptions)
+        .service(authorization::list_for_subscription)
+        .service(authorization::list_for_resource_group)
+        .service(inventory::list_vms_in_subscription)
+        .service(inventory::list_vms_in_group)
+        .service(inventory::list_scale_sets_in_subscription)
+        .service(inventory::list_scale_sets_in_group)
+        .service(inventory::list_scale_set_vms)
+        .service(inventory::list_storage_accounts_in_subscription)
+        .service(inventory::list_storage_accounts_in_group)
         .service(identity::discovery)
         .service(identity::jwks)
         .service(identity::instance_discovery)
         .service(identity::cloud_metadata)
         .service(identity::token)
+        .service(identity::root_discovery)
+        .service(signin::authorize)
+        .service(signin::authorize_form)
+        .service(signin::stylesheet)
+        .service(signin::logout)
+        .service(signin::revoke)
+        .service(signin::console_config)
         .service(misc::healthz)
         .service(misc::readyz)
         .service(misc::metrics);

@@ -92,6 +92,45 @@ pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<StorageAccoun
         .await
 }
 
+/// What a list of storage accounts shows of one: never a key, nor where a key is kept.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = storage_accounts)]
+pub struct AccountSummary {
+    pub resource_key: String,
+    pub resource_id: String,
+    pub account_name: String,
+    pub blob_endpoint: String,
+    pub premium: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A page of the accounts registered in a subscription, or in one of its resource groups (any
+/// casing), in key order after `after`: at most `limit` rows.
+pub async fn list_page(
+    conn: &mut AsyncPgConnection,
+    subscription: &str,
+    resource_group: Option<&str>,
+    after: &str,
+    limit: i64,
+) -> QueryResult<Vec<AccountSummary>> {
+    use crate::db::machines::like_literal;
+    let sub = like_literal(&ids::key(subscription));
+    let rg = resource_group
+        .map(|rg| like_literal(&ids::key(rg)))
+        .unwrap_or_else(|| "%".to_string());
+    let pattern = format!(
+        "/subscriptions/{sub}/resourcegroups/{rg}/providers/microsoft.storage/storageaccounts/%"
+    );
+    storage_accounts::table
+        .filter(storage_accounts::resource_key.like(pattern))
+        .filter(storage_accounts::resource_key.gt(after))
+        .order(storage_accounts::resource_key)
+        .limit(limit)
+        .select(AccountSummary::as_select())
+        .load(conn)
+        .await
+}
+
 /// Removes an account; captures that named it can no longer get upload credentials.
 pub async fn remove(conn: &mut AsyncPgConnection, resource_id: &str) -> QueryResult<bool> {
     let n = diesel::delete(
