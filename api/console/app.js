@@ -327,6 +327,7 @@ function durationOf(c) {
   if (!s.captureStartTime) return null;
   const start = Date.parse(s.captureStartTime);
   if (s.packetCaptureStatus === 'Running') return (Date.now() - start) / 1000;
+  if (s.captureStopTime) return (Date.parse(s.captureStopTime) - start) / 1000;
   if (c.seenStopAt) return (c.seenStopAt - start) / 1000;
   const files = s.continuousCaptureFiles || [];
   const last = files.map((f) => Date.parse(f.lastPacketTime || '')).filter((t) => !Number.isNaN(t));
@@ -1241,7 +1242,8 @@ async function renderDetails(id) {
           h('li', {}, 'Created', p.provisioningState ? ` (${p.provisioningState})` : ''),
           s.captureStartTime ? h('li', {}, 'Started ', time(s.captureStartTime)) : h('li', {}, 'Not started yet'),
           FINAL.has(st) ? h('li', {}, st === 'Error' ? 'Ended with an error' : 'Stopped', s.stopReason ? ` (${s.stopReason})` : '',
-            c.seenStopAt ? [' ', time(new Date(c.seenStopAt).toISOString())] : '') : null),
+            s.captureStopTime ? [' ', time(s.captureStopTime)]
+              : c.seenStopAt ? [' ', time(new Date(c.seenStopAt).toISOString())] : '') : null),
         (s.packetCaptureError || []).length || s.errorMessage || c.statusError
           ? h('div', { class: 'alert', role: 'alert' }, h('h3', {}, 'Errors'),
             h('p', {}, (s.packetCaptureError || []).join(', ')), s.errorMessage ? h('p', {}, s.errorMessage) : null,

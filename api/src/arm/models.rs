@@ -253,6 +253,9 @@ pub struct PacketCaptureQueryStatusResult {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture_start_time: Option<DateTime<Utc>>,
+    /// Extension: when the capture stopped or ended with an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_stop_time: Option<DateTime<Utc>>,
     /// NotStarted, Running, Stopped, Error or Unknown.
     pub packet_capture_status: String,
     #[serde(skip_serializing_if = "Option::is_none")]

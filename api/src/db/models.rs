@@ -84,6 +84,8 @@ pub struct CaptureRow {
     pub desired_running: bool,
     pub deleting: bool,
     pub capture_start_time: Option<DateTime<Utc>>,
+    /// When the capture stopped or ended with an error.
+    pub stopped_at: Option<DateTime<Utc>>,
     pub stop_reason: Option<StopReason>,
     pub stop_requested_reason: Option<StopReason>,
     pub errors: serde_json::Value,

@@ -103,6 +103,7 @@ pub fn status_model(c: &CaptureRow) -> PacketCaptureQueryStatusResult {
         name: c.name.clone(),
         id: c.resource_id.clone(),
         capture_start_time: c.capture_start_time,
+        capture_stop_time: c.stopped_at.filter(|_| !c.status.is_active()),
         packet_capture_status: c.status.to_string(),
         stop_reason: c.stop_reason.map(|r| r.to_string()),
         packet_capture_error: serde_json::from_value(c.errors.clone()).unwrap_or_default(),

@@ -172,6 +172,12 @@ async fn without_a_ring_the_capture_stops_when_its_last_file_is_full() {
     let s = ctx.wait_capture_status("nw1", "once", "Stopped").await;
     assert_eq!(s["stopReason"], "FileCountReached", "{s}");
     assert_eq!(s["packetsCaptured"], 6, "{s}");
+    let (started, stopped) = (
+        s["captureStartTime"].as_str().unwrap(),
+        s["captureStopTime"].as_str().unwrap(),
+    );
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap();
+    assert!(at(stopped) >= at(started), "{s}");
     assert_eq!(indices(&s["continuousCaptureFiles"]), [1, 2, 3]);
     let mut all = vec![];
     for i in 1..=3 {
