@@ -387,7 +387,13 @@ fn with_version_path(ctx: &Ctx, name: &str) -> String {
 #[tokio::test]
 #[ignore]
 async fn console_bench() {
-    let ctx = Ctx::with(|o| o.agent_wait_seconds = 3600).await;
+    // 1,000 PUTs as fast as they go: no per-principal rate limit for this set-up.
+    let ctx = Ctx::with(|o| {
+        o.agent_wait_seconds = 3600;
+        o.extra
+            .extend(["--rate-limit-per-second".to_string(), "0".to_string()]);
+    })
+    .await;
     ctx.create_watcher("nw1").await;
     let n = 1000;
     let body = json!({"properties": {"target": ctx.vm("vm2"), "storageLocation": {"filePath": "/var/captures/b.cap"}}});
