@@ -426,6 +426,41 @@ fn storage_model(a: &AccountSummary) -> StorageAccount {
     }
 }
 
+/// What every list at a scope starts with: the scope checked, the caller's filter for the
+/// list's read action (403 when it reaches nothing there), the continuation, a turn among the
+/// heavy requests and a connection.
+struct ListStart<F> {
+    readable: F,
+    after: String,
+    _turn: limits::Permit,
+    conn: crate::db::DbConn,
+}
+
+impl ListStart<()> {
+    async fn begin(
+        req: &HttpRequest,
+        state: &AppState,
+        caller: &Caller,
+        action: &str,
+        subscription: &str,
+        resource_group: Option<&str>,
+    ) -> ApiResult<ListStart<impl Fn(&str) -> bool + use<>>> {
+        check_scope(subscription, resource_group)?;
+        let readable = caller
+            .list_filter(&state.auth, action, &scope_of(subscription, resource_group))
+            .await?;
+        let after = skiptoken(req)?.unwrap_or_default();
+        let _turn = limits::admit(Heavy::List).await?;
+        let conn = state.conn().await?;
+        Ok(ListStart {
+            readable,
+            after,
+            _turn,
+            conn,
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Virtual machines
 
@@ -438,17 +473,20 @@ async fn vms(
     subscription: &str,
     resource_group: Option<&str>,
 ) -> ApiResult<HttpResponse> {
-    check_scope(subscription, resource_group)?;
-    let readable = caller
-        .list_filter(
-            &state.auth,
-            actions::VM_READ,
-            &scope_of(subscription, resource_group),
-        )
-        .await?;
-    let after = skiptoken(req)?.unwrap_or_default();
-    let _turn = limits::admit(Heavy::List).await?;
-    let mut conn = state.conn().await?;
+    let ListStart {
+        readable,
+        after,
+        _turn,
+        mut conn,
+    } = ListStart::begin(
+        req,
+        state,
+        caller,
+        actions::VM_READ,
+        subscription,
+        resource_group,
+    )
+    .await?;
     let rows = MachineSummary::list_vms(
         &mut conn,
         subscription,
@@ -543,17 +581,12 @@ async fn scale_sets(
     subscription: &str,
     resource_group: Option<&str>,
 ) -> ApiResult<HttpResponse> {
-    check_scope(subscription, resource_group)?;
-    let readable = caller
-        .list_filter(
-            &state.auth,
-            VMSS_READ,
-            &scope_of(subscription, resource_group),
-        )
-        .await?;
-    let after = skiptoken(req)?.unwrap_or_default();
-    let _turn = limits::admit(Heavy::List).await?;
-    let mut conn = state.conn().await?;
+    let ListStart {
+        readable,
+        after,
+        _turn,
+        mut conn,
+    } = ListStart::begin(req, state, caller, VMSS_READ, subscription, resource_group).await?;
     let rows = ScaleSetSummary::list(
         &mut conn,
         subscription,
@@ -728,17 +761,20 @@ async fn storage_accounts(
     subscription: &str,
     resource_group: Option<&str>,
 ) -> ApiResult<HttpResponse> {
-    check_scope(subscription, resource_group)?;
-    let readable = caller
-        .list_filter(
-            &state.auth,
-            actions::STORAGE_ACCOUNT_READ,
-            &scope_of(subscription, resource_group),
-        )
-        .await?;
-    let after = skiptoken(req)?.unwrap_or_default();
-    let _turn = limits::admit(Heavy::List).await?;
-    let mut conn = state.conn().await?;
+    let ListStart {
+        readable,
+        after,
+        _turn,
+        mut conn,
+    } = ListStart::begin(
+        req,
+        state,
+        caller,
+        actions::STORAGE_ACCOUNT_READ,
+        subscription,
+        resource_group,
+    )
+    .await?;
     let rows = accounts::list_page(
         &mut conn,
         subscription,
