@@ -464,6 +464,13 @@ impl Agent {
     /// Uploads the files of continuous captures as they are finished, and reports captures that
     /// ended by themselves (limits, errors).
     fn collect_finished(&mut self) {
+        // Outcomes first: a capture's last file is finished before its outcome is sent, so the
+        // files drained below include it.
+        let done: Vec<(Uuid, Outcome)> = self
+            .running
+            .iter_mut()
+            .filter_map(|(id, r)| r.session.done.try_recv().ok().map(|o| (*id, o)))
+            .collect();
         let mut jobs = vec![];
         for (id, r) in &self.running {
             for f in r.session.finished.try_iter() {
@@ -478,25 +485,8 @@ impl Agent {
                 }
             }
         }
-        let done: Vec<(Uuid, Outcome)> = self
-            .running
-            .iter_mut()
-            .filter_map(|(id, r)| r.session.done.try_recv().ok().map(|o| (*id, o)))
-            .collect();
         for (id, outcome) in done {
             if let Some(r) = self.running.remove(&id) {
-                // The last file is finished before the outcome is sent.
-                for f in r.session.finished.try_iter() {
-                    if r.continuous && r.storage {
-                        jobs.push(upload::Upload {
-                            capture_id: id,
-                            file_index: Some(f.index),
-                            file: f.path,
-                            keep_local: r.keep_local,
-                            target: None,
-                        });
-                    }
-                }
                 self.send_final(id, &r, outcome);
                 if r.storage && !r.continuous {
                     jobs.push(upload::Upload {
