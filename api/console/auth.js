@@ -123,7 +123,9 @@ export async function signIn(extra = {}) {
   const verifier = randomString(48);
   const state = randomString(24);
   const nonce = randomString(24);
-  sessionStorage.setItem(PENDING_KEY, JSON.stringify({ verifier, state, nonce, at: Date.now(), back: window.location.hash }));
+  // The issuer expected to answer (RFC 9207: an answer naming another issuer is refused).
+  const issuer = pick(c, 'authority', 'issuer');
+  sessionStorage.setItem(PENDING_KEY, JSON.stringify({ verifier, state, nonce, issuer, at: Date.now(), back: window.location.hash }));
   const u = new URL(e.authorize, window.location.origin);
   const q = u.searchParams;
   q.set('response_type', 'code');
@@ -185,6 +187,10 @@ export async function init() {
     }
     if (!pending || pending.state !== params.get('state')) {
       return { error: 'The sign-in answer does not match a sign-in started in this tab (state mismatch). Sign in again.' };
+    }
+    const trim = (u) => String(u || '').replace(/\/+$/, '');
+    if (params.has('iss') && pending.issuer && trim(params.get('iss')) !== trim(pending.issuer)) {
+      return { error: `The sign-in answer comes from ${params.get('iss')}, not from this console's issuer ${pending.issuer}. Sign in again.` };
     }
     if (Date.now() - pending.at > 10 * 60 * 1000) {
       return { error: 'The sign-in took too long. Sign in again.' };

@@ -12,6 +12,8 @@ export const MAX_U32 = 4294967295;
 export const DEFAULT_TIME_LIMIT = 18000;
 export const MAX_FILE_COUNT = 10000;
 export const MAX_SESSION_LIMIT = 604800;
+const MAX_SNAPLEN = 262144;
+const DEFAULT_FILE_SIZE = 104857600;
 
 /** The API's `shown`: at most 100 characters of a value, then an ellipsis. */
 function shown(s) {
@@ -56,6 +58,25 @@ export function integer(text, path, max) {
   if (t === '') return null;
   if (!/^\d+$/.test(t) || Number(t) > max) return `'${path}' must be an integer from 0 to ${max}.`;
   return null;
+}
+
+/**
+ * `captureSettings.fileSizeInBytes` (blank: the default) given the text of
+ * `bytesToCapturePerPacket` (blank or 0: whole packets): an integer, with room for one packet of
+ * the snap length after the file's and the record's headers.
+ */
+export function fileSize(text, perPacketText) {
+  const path = 'properties.captureSettings.fileSizeInBytes';
+  const bad = integer(text, path, MAX_U32);
+  if (bad) return bad;
+  const size = text.trim() === '' ? DEFAULT_FILE_SIZE : Number(text.trim());
+  const p = perPacketText.trim();
+  const perPacket = /^\d+$/.test(p) ? Number(p) : 0;
+  const snaplen = perPacket === 0 ? MAX_SNAPLEN : Math.min(perPacket, MAX_SNAPLEN);
+  const smallest = 24 + 16 + snaplen;
+  if (size >= smallest) return null;
+  const why = perPacket === 0 ? 'whole packets, bytesToCapturePerPacket 0' : 'bytesToCapturePerPacket';
+  return `'${path}' (${size}) cannot hold one packet of ${snaplen} bytes (${why}): give at least ${smallest}, or lower 'properties.bytesToCapturePerPacket'.`;
 }
 
 const FORMS = {

@@ -483,6 +483,9 @@ impl ServeArgs {
             }
             _ => None,
         };
+        for issuer in &self.oidc_issuers {
+            check_issuer_url(issuer)?;
+        }
         let audiences = if self.audiences.is_empty() {
             DEFAULT_AUDIENCES.map(String::from).to_vec()
         } else {
@@ -501,6 +504,31 @@ impl ServeArgs {
             rate_burst: self.rate_limit_burst,
             agent_credential_ttl: Duration::from_secs(self.agent_credential_seconds.max(10)),
         })
+    }
+}
+
+/// An `--oidc-issuer` is an https URL, or http on a loopback host (a provider on this machine):
+/// its keys decide who may call the API, so they never cross a network unprotected.
+fn check_issuer_url(issuer: &str) -> Result<(), crate::error::StartupError> {
+    let refuse = |why: &str| {
+        Err(crate::error::StartupError(format!(
+            "--oidc-issuer {issuer}: {why}; give the provider's issuer URL with https:// (http:// only for a provider on this machine: 127.0.0.1, ::1 or localhost)"
+        )))
+    };
+    let Ok(url) = url::Url::parse(issuer) else {
+        return refuse("not a URL");
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => refuse("http:// is accepted only for a loopback host"),
+        _ => refuse("not an https:// URL"),
     }
 }
 
@@ -533,4 +561,31 @@ impl ServeArgs {
 fn region_name(s: &str) -> Result<String, String> {
     crate::arm::ids::validate_location(s, crate::error::ErrorCode::InvalidParameter, "--location")
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_issuer_url;
+
+    #[test]
+    fn an_issuer_is_https_or_a_loopback_http() {
+        for ok in [
+            "https://login.microsoftonline.com/t/v2.0",
+            "http://127.0.0.1:5556/dex",
+            "http://[::1]:8080",
+            "http://localhost:9000/realms/x",
+        ] {
+            assert!(check_issuer_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://idp.example.com",
+            "http://10.0.0.5:8080",
+            "ftp://127.0.0.1",
+            "login.example.com",
+            "https://",
+        ] {
+            let e = check_issuer_url(bad).err().map(|e| e.0).unwrap_or_default();
+            assert!(e.contains("--oidc-issuer") && e.contains(bad), "{bad}: {e}");
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //! states, pool, migrations), [`lifecycle`] (every transition of a capture and its operations,
 //! and the sweeper),
 //! [`notify`] (LISTEN/NOTIFY wake-ups of agents' long polls), [`embedded_pg`] (the default
-//! local database), [`error`] (the one mapping of errors to ARM responses).
+//! local database), [`error`] (the one mapping of errors to ARM responses), [`triggers`]
+//! (capture triggers: alerts that start captures).
 
 pub mod admin;
 pub mod arm;
@@ -26,3 +27,4 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod triggers;

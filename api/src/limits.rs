@@ -140,28 +140,15 @@ impl FromRequest for JsonBody {
     type Future = std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<JsonBody>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let declared = req
-            .headers()
-            .get(actix_web::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let declared = declared_length(req);
         let payload = payload.take();
         Box::pin(async move {
             if declared.is_some_and(|n| n > MAX_ARM_BODY_BYTES as u64) {
                 return Err(too_large());
             }
             let permit = admit(Heavy::Body).await?;
-            let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, read_body(payload))
-                .await
-                .map_err(|_| {
-                    ApiError::new(
-                        ErrorCode::RequestTimeout,
-                        format!(
-                            "The request body did not arrive within {} s.",
-                            BODY_READ_TIMEOUT.as_secs()
-                        ),
-                    )
-                })??;
+            let bytes =
+                read_limited(payload, MAX_ARM_BODY_BYTES, too_large, "request body").await?;
             let value = json_value(&bytes)?;
             Ok(JsonBody {
                 value,
@@ -171,22 +158,50 @@ impl FromRequest for JsonBody {
     }
 }
 
-async fn read_body(mut payload: Payload) -> ApiResult<web::Bytes> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::invalid(
-                ErrorCode::InvalidRequestContent,
-                "body",
-                format!("The request body could not be read: {e}"),
-            )
-        })?;
-        if body.len() + chunk.len() > MAX_ARM_BODY_BYTES {
-            return Err(too_large());
+/// The `Content-Length` a request declares, if any.
+pub fn declared_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// A body of at most `max` bytes (else `too_large`), arrived within [`BODY_READ_TIMEOUT`];
+/// `what` names it in messages ("request body").
+pub async fn read_limited(
+    mut payload: Payload,
+    max: usize,
+    too_large: fn() -> ApiError,
+    what: &str,
+) -> ApiResult<web::Bytes> {
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::invalid(
+                    ErrorCode::InvalidRequestContent,
+                    "body",
+                    format!("The {what} could not be read: {e}"),
+                )
+            })?;
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(BODY_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "The {what} did not arrive within {} s.",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            )
+        })?
 }
 
 /// Why [`parse_json`] refused a body.

@@ -54,10 +54,47 @@ pub struct Metrics {
     pub embedded_db_restarts: Counter,
     /// 1 while this process restarts its embedded PostgreSQL (`/readyz` answers 503 then).
     pub embedded_db_restarting: Gauge,
+    /// Capture trigger events, per [`TRIGGER_SOURCES`] × [`TRIGGER_OUTCOMES`].
+    pub trigger_events: [Counter; 6],
 }
 
+/// The `source` labels of `capture_api_trigger_events_total`.
+pub const TRIGGER_SOURCES: [&str; 2] = ["Alertmanager", "AzureMonitor"];
+/// The `outcome` labels of `capture_api_trigger_events_total`.
+pub const TRIGGER_OUTCOMES: [&str; 3] = ["CaptureCreated", "CaptureStopped", "Skipped"];
+
 impl Metrics {
+    /// Counts a capture trigger event (names as in [`TRIGGER_SOURCES`], [`TRIGGER_OUTCOMES`]).
+    pub fn trigger_event(&self, source: &str, outcome: &str) {
+        let s = TRIGGER_SOURCES.iter().position(|x| *x == source);
+        let o = TRIGGER_OUTCOMES.iter().position(|x| *x == outcome);
+        if let (Some(s), Some(o)) = (s, o)
+            && let Some(c) = self.trigger_events.get(s * TRIGGER_OUTCOMES.len() + o)
+        {
+            c.inc();
+        }
+    }
+
+    fn render_trigger_events(&self) -> String {
+        let mut out = String::from(
+            "# HELP capture_api_trigger_events_total Alerts recorded by capture triggers, per source and outcome.\n# TYPE capture_api_trigger_events_total counter\n",
+        );
+        for (s, source) in TRIGGER_SOURCES.iter().enumerate() {
+            for (o, outcome) in TRIGGER_OUTCOMES.iter().enumerate() {
+                let n = self
+                    .trigger_events
+                    .get(s * TRIGGER_OUTCOMES.len() + o)
+                    .map_or(0, Counter::get);
+                out.push_str(&format!(
+                    "capture_api_trigger_events_total{{source=\"{source}\",outcome=\"{outcome}\"}} {n}\n"
+                ));
+            }
+        }
+        out
+    }
+
     pub fn render(&self) -> String {
+        let triggers = self.render_trigger_events();
         format!(
             "# HELP capture_api_requests_total HTTP requests served.\n# TYPE capture_api_requests_total counter\ncapture_api_requests_total {}\n\
              # HELP capture_api_responses_client_errors_total 4xx responses.\n# TYPE capture_api_responses_client_errors_total counter\ncapture_api_responses_client_errors_total {}\n\
@@ -71,7 +108,7 @@ impl Metrics {
              # HELP capture_api_auth_failures_total Management requests refused with 401.\n# TYPE capture_api_auth_failures_total counter\ncapture_api_auth_failures_total {}\n\
              # HELP capture_api_throttled_total Management requests refused with 429.\n# TYPE capture_api_throttled_total counter\ncapture_api_throttled_total {}\n\
              # HELP capture_api_embedded_database_restarts_total Restarts of the embedded PostgreSQL after its postmaster exited.\n# TYPE capture_api_embedded_database_restarts_total counter\ncapture_api_embedded_database_restarts_total {}\n\
-             # HELP capture_api_embedded_database_restarting 1 while the embedded PostgreSQL is being restarted.\n# TYPE capture_api_embedded_database_restarting gauge\ncapture_api_embedded_database_restarting {}\n",
+             # HELP capture_api_embedded_database_restarting 1 while the embedded PostgreSQL is being restarted.\n# TYPE capture_api_embedded_database_restarting gauge\ncapture_api_embedded_database_restarting {}\n{triggers}",
             self.requests.get(),
             self.responses_4xx.get(),
             self.responses_5xx.get(),

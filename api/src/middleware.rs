@@ -33,6 +33,8 @@ pub fn canonical_path(path: &str) -> Option<String> {
         "Microsoft.Authorization",
         "networkWatchers",
         "packetCaptures",
+        "captureTriggers",
+        "rotateSecret",
         "virtualMachines",
         "virtualMachineScaleSets",
         "storageAccounts",
@@ -308,6 +310,10 @@ mod tests {
             Some(
                 "/subscriptions/s/providers/Microsoft.Network/locations/eastus/operationResults/x"
             )
+        );
+        assert_eq!(
+            canonical_path("/subscriptions/s/resourcegroups/rg/providers/Microsoft.Network/networkWatchers/nw/capturetriggers/t/ROTATESECRET").as_deref(),
+            Some("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkWatchers/nw/captureTriggers/t/rotateSecret")
         );
         assert_eq!(canonical_path("/subscriptions/s/resourceGroups/rg"), None);
         assert_eq!(canonical_path("/healthz"), None);

@@ -19,6 +19,7 @@ Continuous captures (`continuousCapture` true or false) write numbered files (`n
     tags(
         (name = "NetworkWatchers", description = "Microsoft.Network/networkWatchers"),
         (name = "PacketCaptures", description = "Microsoft.Network/networkWatchers/packetCaptures"),
+        (name = "CaptureTriggers", description = "Microsoft.Network/networkWatchers/captureTriggers and their webhooks: alerts (Prometheus Alertmanager, Azure Monitor) that start packet captures. An extension of this service, not in Azure."),
         (name = "Operations", description = "Long-running operation monitors, health and metrics"),
         (name = "Compute", description = "The virtual machines and scale sets of registered agents"),
         (name = "Storage", description = "The storage accounts registered with this server (never their keys)"),

@@ -2,8 +2,9 @@
 // tests/tests/e2e/console.rs starts: headers, sign-in, the list, Add (validation and a real
 // capture), Stop, Download, the packet viewer, Delete, a Reader, sign-out, layouts and axe.
 import dgram from 'node:dgram';
+import { spawnSync } from 'node:child_process';
 import { writeFileSync, readFileSync } from 'node:fs';
-import { assert, axe, env, launch, log, newPage, noProblems, screenshot, step } from './lib.mjs';
+import { assert, axe, env, forceRefresh, launch, log, newPage, noProblems, screenshot, step } from './lib.mjs';
 
 const URL0 = env('CONSOLE_URL').replace(/\/$/, '');
 const OWNER_TOKEN = env('OWNER_TOKEN');
@@ -94,6 +95,13 @@ try {
     assert(/immutable/.test(a.headers.get('cache-control')), `versioned asset cache ${a.headers.get('cache-control')}`);
     assert(a.headers.get('content-security-policy') === CSP, 'CSP on assets');
     assert(a.headers.get('x-content-type-options') === 'nosniff', 'nosniff on assets');
+    // Compressed at build time: gzip when accepted (fetch decodes it), else the plain bytes.
+    assert(a.headers.get('content-encoding') === 'gzip', `app.js content-encoding ${a.headers.get('content-encoding')}`);
+    assert(/accept-encoding/i.test(a.headers.get('vary') || ''), 'Vary: Accept-Encoding');
+    const plain = await fetch(`${URL0}/console/app.js?v=${js[1]}`, { headers: { 'Accept-Encoding': 'identity' } });
+    assert(!plain.headers.get('content-encoding'), 'identity gets no encoding');
+    assert(plain.headers.get('etag') !== a.headers.get('etag'), 'each representation has its ETag');
+    assert(await plain.text() === await a.text(), 'gzip holds the same app.js');
     const unversioned = await fetch(`${URL0}/console/ui.js`);
     assert(unversioned.headers.get('cache-control') === 'no-cache' && unversioned.headers.get('etag'), 'modules revalidate');
     const none = await fetch(`${URL0}/console/nope.js`);
@@ -130,17 +138,7 @@ try {
     assert(stored.local === 0 && stored.cookies === '', `tokens only in sessionStorage: ${JSON.stringify(stored)}`);
     if (kind === 'oauth') {
       // The access token is refreshed before it expires (the refresh token rotates).
-      const before = await page.evaluate(() => {
-        const s = JSON.parse(sessionStorage.getItem('capture-console.session'));
-        s.expiresAt = Date.now() + 30000;
-        sessionStorage.setItem('capture-console.session', JSON.stringify(s));
-        return s;
-      });
-      await page.reload();
-      await page.waitForFunction((old) => {
-        const s = JSON.parse(sessionStorage.getItem('capture-console.session') || 'null');
-        return s && s.refreshToken !== old && s.expiresAt > Date.now() + 60000;
-      }, before.refreshToken, { timeout: 15000 });
+      await forceRefresh(page);
       log('the session was refreshed before its expiry');
       await page.locator('#sign-out').waitFor();
     }
@@ -331,6 +329,108 @@ try {
     assert(gone.status === 404, `deleted: ${gone.status}`);
   });
 
+  const capturePath = (name) => `/subscriptions/${SUB}/resourceGroups/rg1/providers/Microsoft.Network/networkWatchers/nw1/packetCaptures/${name}?api-version=2026-03-01`;
+  const openAdd = async () => {
+    await page.goto(`${URL0}/#/`);
+    await page.locator('#add-button').click();
+    const panel = page.getByRole('dialog', { name: 'Add packet capture' });
+    await panel.waitFor();
+    await panel.getByLabel('Target virtual machine').locator('option', { hasText: 'vm1' }).waitFor({ state: 'attached' });
+    return panel;
+  };
+
+  await step('Add on a scale set, one instance of two: created as picked, it runs there', async () => {
+    const panel = await openAdd();
+    await panel.getByLabel('Target type').selectOption('AzureVMSS');
+    await panel.getByLabel('Target scale set').locator('option', { hasText: 'ss1' }).waitFor({ state: 'attached' });
+    const instances = panel.getByRole('group', { name: 'Instances to capture' });
+    await instances.getByLabel(/^ ?1/).waitFor();
+    await instances.getByLabel(/^ ?1/).uncheck();
+    await panel.getByLabel('Packet capture name').fill('console-ss');
+    assert(await panel.getByLabel('Local file path').inputValue() === '/var/captures/console-ss.cap', 'the path follows the name');
+    await panel.getByRole('button', { name: 'OK' }).click();
+    await panel.waitFor({ state: 'detached', timeout: 30000 });
+    await row(page, 'console-ss').and(page.locator('[data-status="Running"]')).waitFor({ timeout: 20000 });
+    const p = (await api('GET', capturePath('console-ss'))).body.properties;
+    assert(p.targetType === 'AzureVMSS' && /virtualMachineScaleSets\/ss1$/.test(p.target), `a scale set capture: ${JSON.stringify(p)}`);
+    assert(p.scope.include.length === 1 && /\/ss1\/virtualMachines\/0$/.test(p.scope.include[0]) && p.scope.exclude.length === 0, `instance 0 only: ${JSON.stringify(p.scope)}`);
+    assert((await api('POST', capturePath('console-ss').replace('?', '/stop?'))).status < 300, 'stopped');
+  });
+
+  await step('Add a rolling capture: its settings sent, its files in the details', async () => {
+    const panel = await openAdd();
+    await panel.getByLabel('Packet capture name').fill('console-ring');
+    await panel.getByLabel('Maximum bytes per packet').fill('128');
+    await panel.locator('details.continuous summary').click();
+    await panel.getByLabel('Mode', { exact: true }).selectOption('true');
+    assert(await panel.getByLabel('Time limit (seconds)', { exact: true }).isDisabled(), 'the session limit replaces the time limit');
+    await panel.getByLabel('File count', { exact: true }).fill('3');
+    await panel.getByLabel('File size (bytes)', { exact: true }).fill('1');
+    const sizeError = panel.locator(`[id="${await panel.getByLabel('File size (bytes)', { exact: true }).getAttribute('id')}-error"]`);
+    assert((await sizeError.textContent()).length > 0, 'a file too small for one packet is refused as typed');
+    await panel.getByLabel('File size (bytes)', { exact: true }).fill('1000');
+    await panel.getByLabel('Session time limit (seconds)', { exact: true }).fill('600');
+    await panel.getByRole('button', { name: '+ Add filter' }).click();
+    const f1 = panel.locator('fieldset.filter-row').nth(0);
+    await f1.getByLabel('Protocol').selectOption('UDP');
+    await f1.getByLabel('Local IP address').fill('127.0.7.2');
+    assert(await panel.locator('[aria-invalid="true"]').count() === 0, 'no field is invalid');
+    await panel.getByRole('button', { name: 'OK' }).click();
+    await panel.waitFor({ state: 'detached', timeout: 30000 });
+    await row(page, 'console-ring').and(page.locator('[data-status="Running"]')).waitFor({ timeout: 20000 });
+    const p = (await api('GET', capturePath('console-ring'))).body.properties;
+    assert(p.continuousCapture === true && p.storageLocation.localPath === '/var/captures/console-ring.cap'
+      && JSON.stringify(p.captureSettings) === JSON.stringify({ fileCount: 3, fileSizeInBytes: 1000, sessionTimeLimitInSeconds: 600 })
+      && p.bytesToCapturePerPacket === 128, `created as asked: ${JSON.stringify(p)}`);
+    // About 8 datagrams a file: 40 make 5 or more files, of which the ring keeps the newest 3.
+    await sendUdp(Array.from({ length: 40 }, (_, i) => `ring-${i}`));
+    await row(page, 'console-ring').locator('.row-link').click();
+    await page.getByRole('heading', { level: 1, name: /console-ring/ }).waitFor();
+    const files = page.getByRole('table', { name: 'Capture files' });
+    await page.waitForFunction(() => {
+      const t = document.querySelector('table[aria-label="Capture files"]');
+      return t && t.querySelectorAll('tbody tr').length === 3 && /_0000[5-9]\.cap|_000[1-9][0-9]\.cap/.test(t.textContent);
+    }, null, { timeout: 20000 });
+    const text = await files.textContent();
+    assert(!/console-ring_00001\.cap/.test(text), `the first file left the ring: ${text}`);
+    await page.getByRole('button', { name: 'Stop', exact: true }).click();
+    await page.getByText('StoppedByUser').first().waitFor({ timeout: 20000 });
+    await axe(page, 'details of a rolling capture');
+  });
+
+  await step('a real 403: the role removed while the page is open', async () => {
+    const { context: c6, page: p6 } = await newPage(browser);
+    await p6.goto(`${URL0}/`);
+    await p6.locator('details.advanced summary').click().catch(() => {});
+    await p6.getByLabel('Access token', { exact: true }).fill(env('RG_CONTRIBUTOR_TOKEN'));
+    await p6.getByRole('button', { name: 'Use this token' }).click();
+    await row(p6, 'seen-stopped').waitFor({ timeout: 15000 });
+    // Network Contributor of rg1 (Reader of the subscription): Add and Delete are enabled.
+    await p6.waitForFunction(() => document.querySelector('#add-button') && document.querySelector('#add-button').getAttribute('aria-disabled') !== 'true');
+    await row(p6, 'seen-stopped').getByRole('button', { name: 'Actions for seen-stopped' }).click();
+    const item = p6.getByRole('menu').getByRole('menuitem', { name: /^Delete/ });
+    assert(await item.getAttribute('aria-disabled') === null, 'Delete is enabled for a Network Contributor of the resource group');
+    const argv = JSON.parse(env('REVOKE'));
+    const run = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', env: { ...process.env, DATABASE_URL: '' } });
+    assert(run.status === 0, `revoking the role: ${run.stderr}`);
+    await item.click();
+    const dialog = p6.getByRole('alertdialog');
+    await dialog.getByRole('button', { name: 'Yes' }).click();
+    const message = p6.locator('.toast.error').filter({ hasText: 'seen-stopped' });
+    await message.waitFor({ timeout: 15000 });
+    const said = await message.textContent();
+    assert(/does not have authorization to perform action 'Microsoft\.Network\/networkWatchers\/packetCaptures\/delete'/.test(said), `the 403 reads as a sentence: ${said}`);
+    assert(await row(p6, 'seen-stopped').count() === 1, 'the capture is still listed');
+    assert((await api('GET', capturePath('seen-stopped'))).status === 200, 'the capture is still there');
+    await row(p6, 'seen-stopped').getByRole('button', { name: 'Actions for seen-stopped' }).click();
+    const again = p6.getByRole('menu').getByRole('menuitem', { name: /^Delete/ });
+    assert(await again.getAttribute('aria-disabled') === 'true', 'Delete is disabled after the 403');
+    assert(/does not have authorization/.test(await again.getAttribute('title')), 'and says why');
+    await p6.keyboard.press('Escape');
+    noProblems(p6);
+    await c6.close();
+  });
+
   await step('390 px and dark', async () => {
     const { context: c2, page: p2 } = await newPage(browser, { width: 390, height: 844, colorScheme: 'dark' });
     await p2.goto(`${URL0}/`);
@@ -365,12 +465,6 @@ try {
     }
     assert(await menu.getByRole('menuitem', { name: 'Download' }).getAttribute('aria-disabled') === null, 'a Reader can download');
     await p3.keyboard.press('Escape');
-    // A 403 from the API reads as a sentence, not a blank page.
-    const denied = await p3.evaluate(async (args) => {
-      const r = await fetch(`${args.base}/console/api.js`);
-      return r.ok;
-    }, { base: URL0 });
-    assert(denied, 'modules load for a Reader');
     noProblems(p3);
     await c3.close();
   });

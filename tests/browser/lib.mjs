@@ -81,3 +81,23 @@ export async function step(name, f) {
   await f();
   log(`ok ${name} (${Date.now() - t0} ms)`);
 }
+
+/**
+ * Makes the console believe its access token expires in 30 s, reloads, and waits for the
+ * refresh it does then (less than 60 s left): a new refresh token and a later expiry. Answers
+ * the session before.
+ */
+export async function forceRefresh(page) {
+  const before = await page.evaluate(() => {
+    const s = JSON.parse(sessionStorage.getItem('capture-console.session'));
+    s.expiresAt = Date.now() + 30000;
+    sessionStorage.setItem('capture-console.session', JSON.stringify(s));
+    return s;
+  });
+  await page.reload();
+  await page.waitForFunction((old) => {
+    const s = JSON.parse(sessionStorage.getItem('capture-console.session') || 'null');
+    return s && s.refreshToken && s.refreshToken !== old && s.expiresAt > Date.now() + 60000;
+  }, before.refreshToken, { timeout: 15000 });
+  return before;
+}

@@ -1,5 +1,5 @@
 // The console's validation messages (api/console/validate.js) for the cases in the JSON file
-// argv[2]: [{kind, value, path}], kind one of name, path, port, address, integer (with max).
+// argv[2]: [{kind, value, path}], kind one of name, path, port, address, integer (with max), fileSize (with perPacket).
 // Prints a JSON array of messages (null: valid). tests/tests/e2e/console.rs compares them with
 // the API's own messages for the same values.
 import { readFileSync } from 'node:fs';
@@ -13,6 +13,7 @@ const out = cases.map((c) => {
     case 'port': return V.filterValue(c.value, 'port', c.path);
     case 'address': return V.filterValue(c.value, 'address', c.path);
     case 'integer': return V.integer(c.value, c.path, c.max);
+    case 'fileSize': return V.fileSize(c.value, c.perPacket);
     default: throw new Error(`unknown kind ${c.kind}`);
   }
 });

@@ -38,11 +38,24 @@ impl Azurite {
             child: None,
             any_api_version,
         };
-        a.spawn();
-        a
+        // A free port may be taken by another test's process before Azurite binds it: then it
+        // exits, and it starts again on another port.
+        for _ in 0..5 {
+            if a.spawn() {
+                return a;
+            }
+            a.port = crate::free_port();
+        }
+        panic!("azurite did not start on 5 ports; its log:\n{}", a.log());
     }
 
-    fn spawn(&mut self) {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("azurite.log")).unwrap_or_default()
+    }
+
+    /// Starts Azurite on `self.port`: true once it says it listens there, false when it exited
+    /// first (the port was taken).
+    fn spawn(&mut self) -> bool {
         let bin = crate::workspace_root().join("tests/azurite/node_modules/.bin/azurite-blob");
         assert!(
             bin.exists(),
@@ -54,6 +67,7 @@ impl Azurite {
             .append(true)
             .open(self.dir.join("azurite.log"))
             .expect("azurite log");
+        let from = self.log().len();
         let mut cmd = Command::new("setpriv");
         cmd.arg("--pdeathsig=KILL")
             .arg(bin)
@@ -66,13 +80,26 @@ impl Azurite {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        self.child = Some(crate::spawn_child(cmd).expect("spawn azurite"));
+        let mut child = crate::spawn_child(cmd).expect("spawn azurite");
+        // Its own word that it listens on this port (a connection could reach another process).
+        let listening = format!("successfully listens on http://127.0.0.1:{}", self.port);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            if self
+                .log()
+                .get(from..)
+                .is_some_and(|l| l.contains(&listening))
+            {
+                self.child = Some(child);
+                return true;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "azurite did not start; its log:\n{}",
-                std::fs::read_to_string(self.dir.join("azurite.log")).unwrap_or_default()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -94,7 +121,17 @@ impl Azurite {
     /// Starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        for _ in 0..20 {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "azurite did not start again on port {}; its log:\n{}",
+            self.port,
+            self.log()
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agent;
+pub mod alertmanager;
 pub mod azurite;
 pub mod credentials;
 pub mod http;

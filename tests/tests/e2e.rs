@@ -7,6 +7,7 @@ mod e2e {
     pub mod auth;
     pub mod capture;
     pub mod console;
+    pub mod console_external;
     pub mod continuous;
     pub mod durability;
     pub mod edges;
@@ -25,6 +26,7 @@ mod e2e {
     pub mod server_ops;
     pub mod signin;
     pub mod storage;
+    pub mod triggers;
     pub mod validation;
 }
 

@@ -199,6 +199,10 @@ pub struct PacketCaptureResultProperties {
     /// Extension: the kept files of a continuous capture, oldest first (read-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuous_capture_files: Option<Vec<PacketCaptureFileInfo>>,
+    /// Extension: the capture's `queryStatus` result, in lists asked with `$expand=status` only
+    /// (read-only), so that a list of captures with their statuses is one request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_status: Option<Box<PacketCaptureQueryStatusResult>>,
 }
 
 /// Extension of this server: one file of a continuous capture. Files are numbered from 1 in the

@@ -32,23 +32,25 @@ pub const MAX_SNAPLEN: u64 = 262_144;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-fn format_error(target: &str, message: impl Into<String>) -> ApiError {
+/// A body that is not the expected JSON shape (400 `InvalidRequestFormat`).
+pub(crate) fn format_error(target: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid(ErrorCode::InvalidRequestFormat, target, message)
 }
 
-fn invalid(target: &str, message: impl Into<String>) -> ApiError {
+/// A value the rules refuse (400 `InvalidParameter`).
+pub(crate) fn invalid(target: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid(ErrorCode::InvalidParameter, target, message)
 }
 
 /// Case-insensitive property lookup; `null` counts as absent.
-fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+pub(crate) fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     obj.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v)
         .filter(|v| !v.is_null())
 }
 
-fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>> {
+pub(crate) fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>> {
     v.as_object()
         .ok_or_else(|| format_error(path, format!("'{path}' must be a JSON object.")))
 }

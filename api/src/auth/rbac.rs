@@ -21,6 +21,14 @@ pub const VMSS_READ: &str = "Microsoft.Compute/virtualMachineScaleSets/read";
 /// Reads of scale set instances (`…/virtualMachineScaleSets/{ss}/virtualMachines`).
 pub const VMSS_VM_READ: &str = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read";
 
+/// Capture triggers (an extension of this service): reads (GET, list), writes (PUT,
+/// `rotateSecret`) and deletes. Reader reads them (`*/read`); Owner, Contributor and Network
+/// Contributor (`Microsoft.Network/*`) may do all three. A PUT also needs the capture write
+/// right at the watcher and at each of its scopes, as the captures it creates would.
+pub const TRIGGER_READ: &str = "Microsoft.Network/networkWatchers/captureTriggers/read";
+pub const TRIGGER_WRITE: &str = "Microsoft.Network/networkWatchers/captureTriggers/write";
+pub const TRIGGER_DELETE: &str = "Microsoft.Network/networkWatchers/captureTriggers/delete";
+
 /// Hub key whose notification drops the caches.
 pub const RBAC_KEY: &str = "rbac";
 /// A cached principal's assignments are read again after this long in any case.
@@ -290,6 +298,11 @@ mod tests {
         assert!(!Role::Reader.allows(w));
         assert!(Role::NetworkContributor.allows(w) && !Role::NetworkContributor.allows(vm));
         assert!(Role::Owner.allows(w) && Role::Contributor.allows(vm));
+        for a in [TRIGGER_READ, TRIGGER_WRITE, TRIGGER_DELETE] {
+            assert!(Role::Owner.allows(a) && Role::Contributor.allows(a));
+            assert!(Role::NetworkContributor.allows(a));
+            assert_eq!(Role::Reader.allows(a), a == TRIGGER_READ);
+        }
         assert_eq!(
             Role::parse("network contributor"),
             Some(Role::NetworkContributor)

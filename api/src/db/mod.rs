@@ -7,6 +7,7 @@ pub mod machines;
 pub mod models;
 pub mod schema;
 pub mod states;
+pub mod triggers;
 pub mod watchers;
 
 use std::time::Duration;

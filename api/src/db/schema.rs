@@ -234,12 +234,52 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    capture_triggers (id) {
+        id -> Uuid,
+        watcher_id -> Uuid,
+        name -> Text,
+        name_key -> Text,
+        resource_id -> Text,
+        properties -> Jsonb,
+        enabled -> Bool,
+        secret_hash -> Text,
+        etag -> Uuid,
+        provisioning_state -> Text,
+        created_by -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    capture_trigger_events (id) {
+        id -> Int8,
+        trigger_id -> Uuid,
+        at -> Timestamptz,
+        source -> Text,
+        alert_name -> Text,
+        alert_key -> Text,
+        alert_id -> Text,
+        condition -> Text,
+        machine_key -> Text,
+        machine -> Nullable<Text>,
+        outcome -> Text,
+        reason -> Nullable<Text>,
+        message -> Text,
+        capture_id -> Nullable<Uuid>,
+        capture_resource_id -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(authorization_codes -> users (user_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(sign_in_links -> users (user_id));
 diesel::joinable!(packet_captures -> network_watchers (watcher_id));
 diesel::joinable!(packet_captures -> storage_accounts (storage_account_id));
 diesel::joinable!(file_transfers -> packet_captures (capture_id));
+diesel::joinable!(capture_triggers -> network_watchers (watcher_id));
+diesel::joinable!(capture_trigger_events -> capture_triggers (trigger_id));
 diesel::allow_tables_to_appear_in_same_query!(
     network_watchers,
     machines,
@@ -256,5 +296,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     authorization_codes,
     refresh_tokens,
     sign_in_links,
-    sign_in_failures
+    sign_in_failures,
+    capture_triggers,
+    capture_trigger_events
 );

@@ -193,6 +193,65 @@ text_state! {
     }
 }
 
+text_state! {
+    /// Which alerting system delivered an alert to a capture trigger.
+    AlertSource {
+        /// Prometheus Alertmanager's webhook receiver (version 4).
+        Alertmanager,
+        /// An Azure Monitor action group webhook (common alert schema).
+        AzureMonitor,
+    }
+}
+
+text_state! {
+    /// Whether an alert fired or resolved (Alertmanager `firing`/`resolved`; Azure Monitor's
+    /// `monitorCondition`).
+    AlertCondition {
+        Fired,
+        Resolved,
+    }
+}
+
+text_state! {
+    /// What an alert did on a capture trigger (`recentEvents[].outcome`).
+    TriggerOutcome {
+        /// A packet capture was created on the machine.
+        CaptureCreated,
+        /// The capture this alert created was stopped (it resolved, with `stopWhenResolved`).
+        CaptureStopped,
+        /// Nothing was done; `reason` says why.
+        Skipped,
+    }
+}
+
+text_state! {
+    /// Why an alert created no capture, or stopped none (`recentEvents[].reason`).
+    SkipReason {
+        /// The machine is not in the trigger's `machines.scopes`.
+        OutsideScope,
+        /// The trigger captured this machine less than `cooldownInSeconds` ago.
+        Cooldown,
+        /// `maxConcurrentCaptures` captures of the trigger are running.
+        ConcurrencyLimit,
+        /// A capture of the trigger is running on the machine.
+        AlreadyCapturing,
+        /// No agent is registered (or connected) for the machine.
+        MachineNotRegistered,
+        /// The machine is registered in another region than the trigger's network watcher.
+        OtherRegion,
+        /// The alert names no machine (no label, no target id).
+        NoMachineInAlert,
+        /// The trigger is disabled.
+        TriggerDisabled,
+        /// The template's storage account is no longer registered (or is premium).
+        StorageAccountNotFound,
+        /// The alert resolved, and the trigger does not stop captures then.
+        StopNotRequested,
+        /// The alert resolved, but no capture of it runs.
+        NoRunningCapture,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

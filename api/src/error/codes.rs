@@ -97,6 +97,9 @@ error_codes! {
     OperationFailed => BAD_REQUEST,
     /// The result of a canceled long-running operation; also stored as an operation's error.
     OperationCanceled => BAD_REQUEST,
+    /// A capture trigger's webhook delivery that is not the alert payload it reads (Alertmanager
+    /// webhook version 4, or Azure Monitor's common alert schema).
+    InvalidAlertPayload => BAD_REQUEST,
 
     // Operation errors: stored in operations.error_code and answered inside an operation's body.
     /// A capture's target has no registered agent (stored operation error).
@@ -121,6 +124,8 @@ error_codes! {
     InvalidAuthenticationToken => UNAUTHORIZED,
     /// An agent request without a valid credential or enrollment token.
     AgentNotAuthorized => UNAUTHORIZED,
+    /// A capture trigger's webhook delivery without its secret, or with another one.
+    InvalidWebhookSecret => UNAUTHORIZED,
 
     // 403
     /// The caller has no role assignment allowing the action at the scope.

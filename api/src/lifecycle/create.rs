@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::states::{CaptureStatus, OperationKind, ProvisioningState, UploadState};
 use crate::arm::ids;
+use crate::arm::validate::ValidCapture;
 use crate::db::models::{CaptureRow, NewCapture, WatcherRow};
 use crate::db::schema::packet_captures;
 
@@ -26,6 +27,30 @@ pub struct NewCaptureSpec<'a> {
     /// When the create operation fails if no agent started the capture.
     pub deadline: DateTime<Utc>,
     pub principal: &'a str,
+}
+
+impl<'a> NewCaptureSpec<'a> {
+    /// The capture a validated body makes: `parameters` are its parameters as stored (the
+    /// blob path set when it is uploaded to `storage`).
+    pub fn of(
+        name: &'a str,
+        parameters: serde_json::Value,
+        valid: &ValidCapture,
+        storage: Option<(Uuid, String)>,
+        deadline: DateTime<Utc>,
+        principal: &'a str,
+    ) -> Self {
+        NewCaptureSpec {
+            name,
+            parameters,
+            machine_key: valid.machine_key.clone(),
+            time_limit_seconds: i32::try_from(valid.time_limit_seconds).unwrap_or(i32::MAX),
+            is_scale_set: valid.parameters.target_type.as_deref() == Some("AzureVMSS"),
+            storage,
+            deadline,
+            principal,
+        }
+    }
 }
 
 /// Inserts the capture and its create operation. `None`: a capture of that name appeared

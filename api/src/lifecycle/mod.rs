@@ -44,6 +44,8 @@
 //! | one file uploaded / given up | [`files::upload_verified`], [`files::upload_failed`] | `routes::agent_files` | file `Uploading` → `Uploaded` / `UploadFailed` |
 //! | a discarded file's blob deleted | [`files::blob_deleted`] | `routes::agents` (after a report) | the file is forgotten |
 //! | a continuous capture ended, no file left to upload | [`files::settle_upload`] | the `files` functions | upload `Pending` → `Uploaded`, or `Failed` (`Error`/`StorageFailed`) |
+//! | an alert fires at a capture trigger | [`triggers::deliver`] | `routes::webhooks` | for each machine it names that passes the trigger's guards: as a PUT of a new capture |
+//! | an alert resolves at a capture trigger | [`triggers::deliver`] | `routes::webhooks` | with `stopWhenResolved`, the captures that alert created: as a stop |
 //! | after each of these | [`settle`] | the functions above | operations complete; deleted captures and watchers are removed |
 //!
 //! So a capture goes from `Running` to `Stopped` by its agent's report ([`agent::report`]), or
@@ -62,6 +64,11 @@
 //! order that stop, delete and agent reports all use ([`crate::db::models::CaptureRow`]'s lock
 //! methods); the sweeper's multi-row statements skip rows locked by others (SKIP LOCKED) or are
 //! single idempotent statements.
+//!
+//! A capture trigger's delivery ([`triggers`]) holds the network watcher (share), then locks the
+//! trigger's row (`FOR UPDATE`) for the whole delivery, then the captures it stops: watcher,
+//! trigger, capture. Trigger PUTs, rotations and DELETEs take the watcher before the trigger too
+//! (see [`crate::db::triggers`]).
 
 pub mod agent;
 mod agent_stopped;
@@ -73,6 +80,7 @@ pub mod scale_sets;
 mod settle;
 pub mod stop;
 pub mod sweeper;
+pub mod triggers;
 pub mod upload;
 
 pub use crate::db::states;

@@ -53,6 +53,7 @@ pub fn to_model(c: &CaptureRow) -> PacketCaptureResult {
             continuous_capture_files: file_views(c, &parameters),
             parameters,
             provisioning_state: provisioning_state.to_string(),
+            capture_status: None,
         },
     }
 }
@@ -229,16 +230,10 @@ async fn new_capture<'a>(
         }
         None => None,
     };
-    Ok(NewCaptureSpec {
-        name,
-        parameters: serde_json::to_value(&params).map_err(ApiError::internal)?,
-        machine_key: valid.machine_key.clone(),
-        time_limit_seconds: i32::try_from(valid.time_limit_seconds).unwrap_or(i32::MAX),
-        is_scale_set: params.target_type.as_deref() == Some("AzureVMSS"),
-        storage,
-        deadline,
-        principal,
-    })
+    let parameters = serde_json::to_value(&params).map_err(ApiError::internal)?;
+    Ok(NewCaptureSpec::of(
+        name, parameters, valid, storage, deadline, principal,
+    ))
 }
 
 /// The PUT in its transaction: the capture created, or the same one again.
@@ -379,6 +374,7 @@ pub async fn get_capture(
         ("subscriptionId" = String, Path), ("resourceGroupName" = String, Path),
         ("networkWatcherName" = String, Path), ("api-version" = String, Query),
         ("$skiptoken" = Option<String>, Query, description = "Continuation from nextLink"),
+        ("$expand" = Option<String>, Query, description = "Extension: `status` adds each capture's queryStatus result as properties.captureStatus"),
     ),
     responses(
         (status = 200, description = "A page of captures", body = PacketCaptureListResult),
@@ -397,6 +393,7 @@ pub async fn list(
     v: NetworkApiVersion,
 ) -> ApiResult<HttpResponse> {
     let after = skiptoken(&req)?.unwrap_or_default();
+    let with_status = expand_status(&req)?;
     let readable = path
         .caller
         .filter(&state.auth, actions::CAPTURE_READ)
@@ -417,9 +414,11 @@ pub async fn list(
         .limit(state.page_size + 1)
         .select((
             packet_captures::name_key,
-            diesel::dsl::sql::<diesel::sql_types::Integer>(
-                "octet_length(packet_captures.parameters::text) + octet_length(packet_captures.resource_id)",
-            ),
+            diesel::dsl::sql::<diesel::sql_types::Integer>(if with_status {
+                STORED_SIZE_WITH_STATUS
+            } else {
+                STORED_SIZE
+            }),
         ))
         .load(&mut conn)
         .await?;
@@ -445,7 +444,14 @@ pub async fn list(
     let overtaken = rows.len() == fits && rows.last().map(|(k, _)| k.as_str()) != measured_last;
     let more = sizes.len() > fits || overtaken;
     let next = match (more, rows.last()) {
-        (true, Some((key, _))) => Some(next_link(&state.base_url(&req), req.path(), &v.0, key)),
+        (true, Some((key, _))) => {
+            let link = next_link(&state.base_url(&req), req.path(), &v.0, key);
+            Some(if with_status {
+                format!("{link}&$expand=status")
+            } else {
+                link
+            })
+        }
         _ => None,
     };
     // What the caller may not read stays out (the next link follows the scan).
@@ -456,7 +462,16 @@ pub async fn list(
     // Built off the worker's thread: a page of large captures does not hold up other requests.
     let body = web::block(move || {
         serde_json::to_vec(&PacketCaptureListResult {
-            value: rows.iter().map(|(_, c)| to_model(c)).collect(),
+            value: rows
+                .iter()
+                .map(|(_, c)| {
+                    let mut model = to_model(c);
+                    if with_status {
+                        model.properties.capture_status = Some(Box::new(status_model(c)));
+                    }
+                    model
+                })
+                .collect(),
             next_link: next,
         })
     })
@@ -466,6 +481,27 @@ pub async fn list(
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))
+}
+
+/// A capture's stored size in a list page: its parameters, id and files.
+const STORED_SIZE: &str = "octet_length(packet_captures.parameters::text) + octet_length(packet_captures.resource_id) + octet_length(packet_captures.file_set::text)";
+/// The same with its status (`$expand=status`): the files again, and its error.
+const STORED_SIZE_WITH_STATUS: &str = "octet_length(packet_captures.parameters::text) + 2 * octet_length(packet_captures.resource_id) + 2 * octet_length(packet_captures.file_set::text) + octet_length(packet_captures.files::text) + octet_length(packet_captures.errors::text) + coalesce(octet_length(packet_captures.error_message), 0) + 256";
+
+/// Whether a list asks for each capture's status (`$expand=status`, this server's extension, in
+/// the manner of ARM's `$expand=instanceView`); any other `$expand` is refused.
+fn expand_status(req: &HttpRequest) -> ApiResult<bool> {
+    let mut expand = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .filter(|(k, _)| k.eq_ignore_ascii_case("$expand"));
+    match expand.next() {
+        None => Ok(false),
+        Some((_, v)) if v.eq_ignore_ascii_case("status") && expand.next().is_none() => Ok(true),
+        Some(_) => Err(ApiError::invalid(
+            ErrorCode::InvalidParameter,
+            "$expand",
+            "The only $expand of a packet capture list is `status` (each capture's queryStatus result in properties.captureStatus): use $expand=status once, or leave it out.",
+        )),
+    }
 }
 
 /// Query the status of a packet capture (answers 200 at once).

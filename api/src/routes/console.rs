@@ -22,6 +22,8 @@ struct Asset {
     name: &'static str,
     content_type: &'static str,
     bytes: &'static [u8],
+    /// The same, gzip-compressed at build time (`api/build.rs`).
+    gzip: &'static [u8],
 }
 
 const JS: &str = "text/javascript; charset=utf-8";
@@ -32,41 +34,79 @@ const ASSETS: &[Asset] = &[
         name: "app.js",
         content_type: JS,
         bytes: include_bytes!("../../console/app.js"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/app.js.gz")),
+    },
+    Asset {
+        name: "model.js",
+        content_type: JS,
+        bytes: include_bytes!("../../console/model.js"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/model.js.gz")),
+    },
+    Asset {
+        name: "list.js",
+        content_type: JS,
+        bytes: include_bytes!("../../console/list.js"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/list.js.gz")),
+    },
+    Asset {
+        name: "actions.js",
+        content_type: JS,
+        bytes: include_bytes!("../../console/actions.js"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/actions.js.gz")),
+    },
+    Asset {
+        name: "add.js",
+        content_type: JS,
+        bytes: include_bytes!("../../console/add.js"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/add.js.gz")),
+    },
+    Asset {
+        name: "details.js",
+        content_type: JS,
+        bytes: include_bytes!("../../console/details.js"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/details.js.gz")),
     },
     Asset {
         name: "api.js",
         content_type: JS,
         bytes: include_bytes!("../../console/api.js"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/api.js.gz")),
     },
     Asset {
         name: "auth.js",
         content_type: JS,
         bytes: include_bytes!("../../console/auth.js"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/auth.js.gz")),
     },
     Asset {
         name: "validate.js",
         content_type: JS,
         bytes: include_bytes!("../../console/validate.js"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/validate.js.gz")),
     },
     Asset {
         name: "pcap.js",
         content_type: JS,
         bytes: include_bytes!("../../console/pcap.js"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/pcap.js.gz")),
     },
     Asset {
         name: "ui.js",
         content_type: JS,
         bytes: include_bytes!("../../console/ui.js"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/ui.js.gz")),
     },
     Asset {
         name: "app.css",
         content_type: "text/css; charset=utf-8",
         bytes: include_bytes!("../../console/app.css"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/app.css.gz")),
     },
     Asset {
         name: "icon.svg",
         content_type: "image/svg+xml",
         bytes: include_bytes!("../../console/icon.svg"),
+        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/icon.svg.gz")),
     },
 ];
 
@@ -136,15 +176,39 @@ fn not_modified(req: &HttpRequest, etag: &str) -> bool {
         .any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag))
 }
 
+/// Whether the request's `Accept-Encoding` takes gzip (a `q` of 0 refuses it).
+fn accepts_gzip(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip")) && !refused
+        })
+}
+
 /// A file's response: 304 when the client has it, else the bytes; `cache` is its Cache-Control.
+/// With `gzip` (the same bytes compressed), a client that accepts gzip gets those, as their own
+/// representation (ETag `"HASH-gz"`).
 fn respond(
     req: &HttpRequest,
     content_type: &'static str,
-    body: &'static [u8],
+    (body, gzip): (&'static [u8], Option<&'static [u8]>),
     hash: &str,
     cache: &'static str,
 ) -> HttpResponse {
-    let etag = format!("\"{hash}\"");
+    let compressed = gzip.filter(|_| accepts_gzip(req));
+    let etag = match compressed {
+        Some(_) => format!("\"{hash}-gz\""),
+        None => format!("\"{hash}\""),
+    };
     let unchanged = not_modified(req, &etag);
     let mut b = if unchanged {
         secured(req, HttpResponse::NotModified())
@@ -154,13 +218,19 @@ fn respond(
         b
     };
     b.insert_header((header::CACHE_CONTROL, cache));
+    if gzip.is_some() {
+        b.insert_header((header::VARY, "Accept-Encoding"));
+    }
+    if compressed.is_some() && !unchanged {
+        b.insert_header((header::CONTENT_ENCODING, "gzip"));
+    }
     if let Ok(v) = HeaderValue::from_str(&etag) {
         b.insert_header((header::ETAG, v));
     }
     if unchanged || req.method() == actix_web::http::Method::HEAD {
         b.finish()
     } else {
-        b.body(body)
+        b.body(compressed.unwrap_or(body))
     }
 }
 
@@ -171,7 +241,7 @@ async fn index(req: HttpRequest) -> HttpResponse {
     respond(
         &req,
         "text/html; charset=utf-8",
-        html.as_bytes(),
+        (html.as_bytes(), None),
         h,
         "no-cache",
     )
@@ -189,7 +259,7 @@ async fn asset(req: HttpRequest, i: usize) -> HttpResponse {
     } else {
         "no-cache"
     };
-    respond(&req, a.content_type, a.bytes, h, cache)
+    respond(&req, a.content_type, (a.bytes, Some(a.gzip)), h, cache)
 }
 
 /// Registers `/` and each asset's own path (exact paths: other `/console/…` routes, such as the
@@ -240,6 +310,34 @@ mod tests {
             .split(|c: char| c.is_whitespace())
             .any(|w| w.starts_with("on") && w.contains('='));
         assert!(!inline_handler, "no inline event handlers");
+    }
+
+    #[test]
+    fn gzip_is_taken_unless_refused() {
+        let with = |v: &str| {
+            let req = actix_web::test::TestRequest::default()
+                .insert_header((header::ACCEPT_ENCODING, v))
+                .to_http_request();
+            accepts_gzip(&req)
+        };
+        assert!(with("gzip, deflate, br"));
+        assert!(with("br;q=1.0, GZIP;q=0.5"));
+        assert!(!with("gzip;q=0"));
+        assert!(!with("identity"));
+        assert!(!with("br, zstd"));
+        assert!(!accepts_gzip(
+            &actix_web::test::TestRequest::default().to_http_request()
+        ));
+    }
+
+    #[test]
+    fn every_file_has_a_smaller_gzip() {
+        // What the compressed bytes hold is checked by the browser test, which runs the console
+        // from them.
+        for a in ASSETS {
+            assert!(a.gzip.starts_with(&[0x1f, 0x8b, 8]), "{}", a.name);
+            assert!(a.gzip.len() < a.bytes.len(), "{}", a.name);
+        }
     }
 
     #[test]

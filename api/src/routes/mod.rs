@@ -13,7 +13,9 @@ pub mod operations;
 pub mod paths;
 pub mod ring;
 pub mod signin;
+pub mod triggers;
 pub mod watchers;
+pub mod webhooks;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -50,6 +52,13 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(watchers::delete_watcher)
         .service(watchers::list_in_group)
         .service(watchers::list_in_subscription)
+        .service(triggers::get_trigger)
+        .service(triggers::create_or_update)
+        .service(triggers::delete_trigger)
+        .service(triggers::list)
+        .service(triggers::rotate_secret)
+        .service(webhooks::alertmanager)
+        .service(webhooks::azure_monitor)
         .service(misc::get_vm)
         .service(misc::list_subscriptions)
         .service(authorization::list_for_subscription)

@@ -274,39 +274,51 @@ impl Address for WatcherAddress {
     }
 }
 
+/// The watcher and the child's name of a path `…/networkWatchers/{nw}/{children}/{name}`, both
+/// names checked (the watcher only as read: a child under a watcher that cannot exist is not
+/// found); `label` names the child in messages.
+pub fn watcher_child(
+    req: &HttpRequest,
+    children: &'static str,
+    label: &'static str,
+) -> Extracting<(WatcherAddress, String)> {
+    let parts = web::Path::<(String, String, String, String)>::extract(req);
+    let method = req.method().clone();
+    Box::pin(async move {
+        let (subscription, resource_group, watcher, name) = parts
+            .await
+            .map_err(|e| ApiError::internal(format!("path: {e}")))?
+            .into_inner();
+        check_scope(&subscription, Some(&resource_group))?;
+        check_path_name(
+            &Method::GET,
+            &resource_group,
+            WATCHER_TYPE,
+            "network watcher",
+            &watcher,
+        )?;
+        check_path_name(
+            &method,
+            &resource_group,
+            &format!("{WATCHER_TYPE}/{watcher}/{children}"),
+            label,
+            &name,
+        )?;
+        let watcher = WatcherAddress {
+            subscription,
+            resource_group,
+            name: watcher,
+        };
+        Ok((watcher, name))
+    })
+}
+
 impl Address for CaptureAddress {
     fn from_path(req: &HttpRequest) -> Extracting<Self> {
-        let parts = web::Path::<(String, String, String, String)>::extract(req);
-        let method = req.method().clone();
+        let child = watcher_child(req, "packetCaptures", "packet capture");
         Box::pin(async move {
-            let (subscription, resource_group, watcher, name) = parts
-                .await
-                .map_err(|e| ApiError::internal(format!("path: {e}")))?
-                .into_inner();
-            check_scope(&subscription, Some(&resource_group))?;
-            // The watcher is only read: a capture under a watcher that cannot exist is not found.
-            check_path_name(
-                &Method::GET,
-                &resource_group,
-                WATCHER_TYPE,
-                "network watcher",
-                &watcher,
-            )?;
-            check_path_name(
-                &method,
-                &resource_group,
-                &format!("{WATCHER_TYPE}/{watcher}/packetCaptures"),
-                "packet capture",
-                &name,
-            )?;
-            Ok(CaptureAddress {
-                watcher: WatcherAddress {
-                    subscription,
-                    resource_group,
-                    name: watcher,
-                },
-                name,
-            })
+            let (watcher, name) = child.await?;
+            Ok(CaptureAddress { watcher, name })
         })
     }
 

@@ -18,12 +18,12 @@ use crate::Ctx;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-fn browser_dir() -> PathBuf {
+pub(super) fn browser_dir() -> PathBuf {
     e2e_tests::workspace_root().join("tests/browser")
 }
 
 /// Runs `node tests/browser/<script>` with `env`; its exit status and output.
-fn run_script(script: &str, args: &[String], env: &[(&str, String)]) -> (bool, String) {
+pub(super) fn run_script(script: &str, args: &[String], env: &[(&str, String)]) -> (bool, String) {
     let dir = browser_dir();
     assert!(
         dir.join("node_modules/playwright-core").exists(),
@@ -132,18 +132,31 @@ async fn the_console_in_a_real_browser() {
         ctx.sub
     );
     let _instance_agent = e2e_tests::real_agent::RealAgent::start(&ctx.server.url, &instance, &[]);
+    // A second instance, which the Add panel's scale set capture leaves out.
+    let _instance_agent_1 = e2e_tests::real_agent::RealAgent::start(
+        &ctx.server.url,
+        &instance.replace("/virtualMachines/0", "/virtualMachines/1"),
+        &[],
+    );
     let scale_sets = format!(
         "/subscriptions/{}/providers/Microsoft.Compute/virtualMachineScaleSets?api-version=2024-07-01",
         ctx.sub
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let instances = format!(
+        "/subscriptions/{}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachineScaleSets/ss1/virtualMachines?api-version=2024-07-01",
+        ctx.sub
+    );
     while ctx.api.get(&scale_sets).await.body["value"]
         .as_array()
         .is_none_or(|v| v.is_empty())
+        || ctx.api.get(&instances).await.body["value"]
+            .as_array()
+            .is_none_or(|v| v.len() < 2)
     {
         assert!(
             std::time::Instant::now() < deadline,
-            "the scale set instance's agent never registered"
+            "the scale set instances' agents never registered"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -194,6 +207,29 @@ async fn the_console_in_a_real_browser() {
     .await;
 
     let (_, reader) = ctx.principal(Some(("Reader", &format!("/subscriptions/{}", ctx.sub))));
+    // Reader of the subscription and Network Contributor of rg1, until the browser script
+    // removes the second role (REVOKE, a command line) while its page is open: its next delete
+    // gets a real 403 from the API.
+    let (contributor, contributor_token) =
+        ctx.principal(Some(("Reader", &format!("/subscriptions/{}", ctx.sub))));
+    let assignment = ctx.server.cli(&[
+        "role-assignments",
+        "create",
+        "--assignee",
+        &contributor,
+        "--role",
+        "Network Contributor",
+        "--scope",
+        &format!("/subscriptions/{}/resourceGroups/rg1", ctx.sub),
+    ]);
+    let assignment_id = assignment.split('\t').next().unwrap().to_string();
+    let mut revoke = vec![e2e_tests::bin("capture-api").display().to_string()];
+    revoke.extend(
+        ["role-assignments", "delete", "--id", &assignment_id]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    revoke.extend(ctx.server.options.db_args());
     // A person, who signs in through the authorize page: Owner of the subscription.
     let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
     let user = sign_in_user(&ctx, "operator", &password);
@@ -210,6 +246,8 @@ async fn the_console_in_a_real_browser() {
             ("CONSOLE_URL", ctx.server.url.clone()),
             ("OWNER_TOKEN", ctx.server.credentials().owner_token.clone()),
             ("READER_TOKEN", reader),
+            ("RG_CONTRIBUTOR_TOKEN", contributor_token),
+            ("REVOKE", serde_json::to_string(&revoke).unwrap()),
             ("SUB", ctx.sub.clone()),
             ("VM_ID", ctx.vm("vm1")),
             ("STORAGE_ID", account.clone()),
@@ -330,6 +368,26 @@ async fn the_console_validates_with_the_apis_messages() {
         ));
     }
 
+    // A continuous capture's file size against the snap length (bytesToCapturePerPacket).
+    let file_sizes: [(&str, &str); 5] = [
+        ("1000", ""),
+        ("262183", "0"),
+        ("100", "128"),
+        ("abc", "128"),
+        ("262183", "300000"),
+    ];
+    for (size, per_packet) in file_sizes {
+        let mut props = json!({"continuousCapture": true, "storageLocation": {"localPath": "/var/captures/ok.cap"},
+            "captureSettings": {"fileSizeInBytes": size}});
+        if !per_packet.is_empty() {
+            props["bytesToCapturePerPacket"] = json!(per_packet.parse::<u64>().unwrap());
+        }
+        if let Ok(n) = size.parse::<u64>() {
+            props["captureSettings"]["fileSizeInBytes"] = json!(n);
+        }
+        cases.push(("fileSize", size.to_string(), per_packet.to_string(), props));
+    }
+
     // The API's messages.
     let mut api_messages = vec![];
     for (i, (kind, value, _, props)) in cases.iter().enumerate() {
@@ -353,9 +411,12 @@ async fn the_console_validates_with_the_apis_messages() {
         .iter()
         .map(|(kind, value, path, _)| json!({"kind": kind, "value": value, "path": path}))
         .collect();
-    let first_integer = input.len() - integers.len();
+    let first_integer = input.len() - integers.len() - file_sizes.len();
     for (k, (_, _, max)) in integers.iter().enumerate() {
         input[first_integer + k]["max"] = json!(max);
+    }
+    for case in input.iter_mut().filter(|c| c["kind"] == "fileSize") {
+        case["perPacket"] = case["path"].take();
     }
     let file = e2e_tests::scratch().join(format!(
         "console-cases-{}.json",
@@ -412,10 +473,88 @@ async fn console_bench() {
         ("CONSOLE_URL", ctx.server.url.clone()),
         ("OWNER_TOKEN", ctx.server.credentials().owner_token.clone()),
         ("CAPTURES", n.to_string()),
+        (
+            "WATCHER_ID",
+            format!(
+                "/subscriptions/{}/resourceGroups/rg1/providers/Microsoft.Network/networkWatchers/nw1",
+                ctx.sub
+            ),
+        ),
     ];
     let (ok, out) = tokio::task::spawn_blocking(move || run_script("bench.mjs", &[], &env))
         .await
         .unwrap();
     println!("{out}");
     assert!(ok, "{out}");
+}
+
+/// A server started with `--auth-disabled` (local development): the console opens on the list
+/// with no sign-in and says that authentication is off; with no capture it shows how to register
+/// an agent; Add creates the region's network watcher when there is none (as the portal does),
+/// then the capture, which runs.
+#[tokio::test]
+async fn the_console_without_authentication() {
+    use e2e_tests::http::{capture_path, watcher_path, with_version};
+    let db = e2e_tests::TestDb::new().await;
+    let mut o = e2e_tests::ServerOptions::new(&db.url);
+    o.extra.push("--auth-disabled".into());
+    let server = e2e_tests::TestServer::start(o).await;
+    let api = e2e_tests::Api::new(&server.url);
+    let sub = e2e_tests::new_subscription();
+    let vm = e2e_tests::vm_id(&sub, "rg1", "vm1");
+    // A real agent, registered without an enrollment token (none is needed with auth off).
+    let agent = e2e_tests::real_agent::RealAgent::start(&server.url, &vm, &[]);
+    let machines = format!(
+        "/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while api.get(&machines).await.body["value"]
+        .as_array()
+        .is_none_or(|v| v.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never registered: {}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The registration made the region's watcher, as Azure does: gone, the console makes it.
+    let watcher = with_version(&watcher_path(
+        &sub,
+        "NetworkWatcherRG",
+        "NetworkWatcher_eastus",
+    ));
+    let r = api.delete(&watcher).await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while api.get(&watcher).await.status.as_u16() != 404 {
+        assert!(std::time::Instant::now() < deadline, "the watcher stays");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let env = vec![("CONSOLE_URL", server.url.clone()), ("SUB", sub.clone())];
+    let (ok, out) = tokio::task::spawn_blocking(move || run_script("noauth.mjs", &[], &env))
+        .await
+        .unwrap();
+    println!("{out}");
+    assert!(
+        ok,
+        "{out}\nserver log:\n{}\nagent log:\n{}",
+        server.log_text(),
+        agent.log_text()
+    );
+    // What the console added is there, in the watcher it created, as the console asked.
+    let r = api.get(&watcher).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    assert_eq!(r.body["location"], "eastus");
+    let r = api
+        .get(&with_version(&capture_path(
+            &sub,
+            "NetworkWatcherRG",
+            "NetworkWatcher_eastus",
+            "added-open",
+        )))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    assert_eq!(r.body["properties"]["target"], json!(vm));
 }

@@ -4,8 +4,8 @@
 //!
 //! Only what must differ on a shared test machine is replaced: the port (a free one instead of
 //! 8480), the binaries (the ones this test run built, instead of `cargo run`/`cargo build`,
-//! which would wait for the build lock that `cargo test` holds), and the agent's folders under
-//! `/tmp` (a folder of this test instead).
+//! which would wait for the build lock that `cargo test` holds), and the agent's and
+//! Alertmanager's folders under `/tmp` (a folder of this test instead), and Alertmanager's port.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -67,6 +67,20 @@ fn substituted(text: &str, port: u16, dir: &Path) -> String {
             &dir.join("agent-state").display().to_string(),
         )
         .replace("/tmp/captures", &dir.join("captures").display().to_string())
+        .replace(
+            "/tmp/alertmanager",
+            &dir.join("alertmanager").display().to_string(),
+        )
+        .replace(
+            "127.0.0.1:9093",
+            &format!("127.0.0.1:{}", alertmanager_port()),
+        )
+}
+
+/// The port of the README's Alertmanager in this test (instead of 9093).
+fn alertmanager_port() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(e2e_tests::free_port)
 }
 
 #[tokio::test]
@@ -161,6 +175,25 @@ async fn the_readme_quick_start_and_using_it_run_as_a_script() {
         assert!(
             tags.iter().any(|t| t.trim() == format!("packet {i}")),
             "packet {i} missing: {tags:?}"
+        );
+    }
+    // The capture the README's alert started holds the packets sent while it fired.
+    let alerts = dir.0.join("captures/alerts");
+    let started: Vec<_> = std::fs::read_dir(&alerts)
+        .unwrap_or_else(|e| panic!("{}: {e}", alerts.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("slow-web-vm1-"))
+        })
+        .collect();
+    assert_eq!(started.len(), 1, "{started:?}");
+    let tags = e2e_tests::pcapfile::read(&started[0]).tags();
+    for i in 1..=10 {
+        assert!(
+            tags.iter().any(|t| t.trim() == format!("alert packet {i}")),
+            "alert packet {i} missing: {tags:?}"
         );
     }
 }

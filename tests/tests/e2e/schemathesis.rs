@@ -85,6 +85,28 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     assert_eq!(segments.next(), Some("operations"), "{monitor}");
     let location = segments.next().unwrap().to_string();
     let pc1 = capture_id(&ctx, "nw1", "pc1").await;
+    // A capture trigger: its webhooks take its secret (generated bodies reach the payload checks).
+    let r = ctx
+        .api
+        .put(
+            &format!(
+                "{}/captureTriggers/t1?api-version={API_VERSION}",
+                ctx.watcher("nw1").split('?').next().unwrap()
+            ),
+            &json!({"properties": {
+                "captureTemplate": {"storageLocation": {"filePath": "/var/captures/st/t.cap"}},
+                "machines": {"scopes": [format!("/subscriptions/{}", ctx.sub)]}}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+    let trigger_id = r.body["properties"]["webhooks"]["triggerId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let trigger_secret = r.body["properties"]["webhookSecret"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let agent_bearer = agent.client.bearer().unwrap();
     let rotating_bearer = rotating.client.bearer().unwrap();
 
@@ -156,6 +178,16 @@ include-operation-id = "Agents_RotateCredential"
 headers = {{ Authorization = {rotating} }}
 parameters = {{ "path.agentId" = {rotating_id} }}
 
+# The capture trigger t1 and its webhooks, with its secret.
+[[operations]]
+include-operation-id = ["CaptureTriggers_CreateOrUpdate", "CaptureTriggers_Get", "CaptureTriggers_Delete", "CaptureTriggers_RotateSecret"]
+parameters = {{ "path.captureTriggerName" = "t1" }}
+
+[[operations]]
+include-operation-id = ["CaptureTriggers_Alertmanager", "CaptureTriggers_AzureMonitor"]
+headers = {{ Authorization = {trigger_secret} }}
+parameters = {{ "path.triggerId" = {trigger_id} }}
+
 # Not fuzzed:
 # - token: the OAuth client-credentials exchange takes a form-encoded client secret; generated
 #   requests can only fail authentication, which the auth tests cover request by request.
@@ -180,6 +212,8 @@ enabled = false
         rotating = s(&format!("Bearer {rotating_bearer}")),
         rotating_id = s(&rotating.agent_id.to_string()),
         tenant = s(&tenant_of(&creds.owner_token)),
+        trigger_secret = s(&format!("Bearer {trigger_secret}")),
+        trigger_id = s(&trigger_id),
     );
     let config_path = dir.join("schemathesis.toml");
     std::fs::write(&config_path, &config).unwrap();

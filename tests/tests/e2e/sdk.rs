@@ -220,13 +220,14 @@ async fn az_cli_signs_in_with_the_built_in_issuer_and_runs_a_capture() {
     ]);
     run(&["cloud", "set", "-n", "capture"]);
     run(&["config", "set", "core.instance_discovery=false"]);
+    // `--password=…`: a secret may start with '-', which az would take for an option.
+    let password = format!("--password={}", creds.client_secret);
     run(&[
         "login",
         "--service-principal",
         "-u",
         &creds.client_id,
-        "-p",
-        &creds.client_secret,
+        &password,
         "--tenant",
         "00000000-0000-0000-0000-00000000ca9e",
     ]);

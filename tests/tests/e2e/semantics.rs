@@ -6,11 +6,11 @@ use serde_json::json;
 
 use crate::Ctx;
 
-#[tokio::test]
-async fn list_pages_follow_next_link_verbatim() {
+/// A server with list pages of 2, and captures pc0, pc1, … of nw1.
+async fn paged_captures(n: usize) -> Ctx {
     let ctx = Ctx::with(|o| o.page_size = 2).await;
     ctx.create_watcher("nw1").await;
-    for i in 0..5 {
+    for i in 0..n {
         let r = ctx
             .api
             .put(
@@ -20,6 +20,61 @@ async fn list_pages_follow_next_link_verbatim() {
             .await;
         assert_eq!(r.status.as_u16(), 201);
     }
+    ctx
+}
+
+/// `$expand=status` (this server's extension): each listed capture carries its queryStatus
+/// result, on every page; without it the list is ARM's; any other `$expand` is a 400.
+#[tokio::test]
+async fn a_list_with_expand_status_carries_each_capture_status() {
+    let ctx = paged_captures(3).await;
+    let mut url = format!("{}&$expand=status", ctx.captures("nw1"));
+    let mut seen = 0;
+    loop {
+        let r = ctx.api.get(&url).await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+        for c in r.body["value"].as_array().unwrap() {
+            let name = c["name"].as_str().unwrap();
+            let status = ctx
+                .api
+                .post(&ctx.capture_action("nw1", name, "queryStatus"))
+                .await;
+            assert_eq!(
+                c["properties"]["captureStatus"], status.body,
+                "{name}: the list's status is queryStatus's"
+            );
+            seen += 1;
+        }
+        match r.body["nextLink"].as_str() {
+            Some(next) => {
+                assert!(next.contains("$expand=status"), "{next}");
+                url = next.to_string();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, 3);
+    let plain = ctx.api.get(&ctx.captures("nw1")).await;
+    assert!(
+        plain.body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["properties"].get("captureStatus").is_none()),
+        "{}",
+        plain.text
+    );
+    for bad in ["$expand=files", "$expand=status&$expand=status", "$expand="] {
+        let r = ctx.api.get(&format!("{}&{bad}", ctx.captures("nw1"))).await;
+        assert_eq!(r.status.as_u16(), 400, "{bad}: {}", r.text);
+        assert_eq!(r.body["error"]["code"], "InvalidParameter", "{bad}");
+        assert_eq!(r.body["error"]["target"], "$expand", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn list_pages_follow_next_link_verbatim() {
+    let ctx = paged_captures(5).await;
     let mut names = vec![];
     let mut url = ctx.captures("nw1");
     let mut pages = 0;
