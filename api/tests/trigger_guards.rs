@@ -312,6 +312,47 @@ async fn a_skipped_alert_captures_when_repeated_after_the_cooldown() {
     );
 }
 
+/// When every name the trigger would give the capture is taken, that alert is skipped with
+/// `CaptureNotCreated` (the delivery is not refused as a whole, which its sender would retry).
+#[tokio::test]
+async fn an_alert_whose_capture_names_are_all_taken_is_skipped() {
+    use capture_api::lifecycle::create::{NewCaptureSpec, create};
+    use capture_api::lifecycle::triggers::capture_name;
+    let mut w = world(json!({})).await;
+    let now = w.t0;
+    let watcher: WatcherRow = network_watchers::table
+        .select(WatcherRow::as_select())
+        .first(&mut w.conn)
+        .await
+        .expect("watcher");
+    for n in 1..=20 {
+        let name = capture_name("t1", "vm1", now, n);
+        let body = json!({"properties": {"target": vm("rg1", "vm2"),
+            "storageLocation": {"filePath": format!("/var/captures/{name}.cap")}}});
+        let valid = capture_api::arm::validate::capture_body(&body).expect("valid capture");
+        let parameters = serde_json::to_value(&valid.parameters).expect("json");
+        let spec = NewCaptureSpec::of(&name, parameters, &valid, None, now, "tester");
+        create(&mut w.conn, &watcher, spec, now)
+            .await
+            .expect("create")
+            .expect("created");
+    }
+    let vm1 = vm("rg1", "vm1");
+    let d = w
+        .deliver(
+            &[alert(
+                "a",
+                AlertCondition::Fired,
+                std::slice::from_ref(&vm1),
+            )],
+            0,
+        )
+        .await;
+    assert_eq!((d.result.skipped, d.result.captures_created.len()), (1, 0));
+    assert_eq!(w.reasons().await, vec!["CaptureNotCreated"]);
+    assert_eq!(w.captures().await.len(), 20);
+}
+
 #[tokio::test]
 async fn concurrent_deliveries_keep_one_capture_per_machine() {
     let w = world(json!({})).await;

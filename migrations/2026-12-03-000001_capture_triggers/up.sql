@@ -57,7 +57,7 @@ CREATE TABLE capture_trigger_events (
         CHECK (reason IN ('OutsideScope', 'Cooldown', 'ConcurrencyLimit', 'AlreadyCapturing',
                           'MachineNotRegistered', 'OtherRegion', 'NoMachineInAlert',
                           'TriggerDisabled', 'StorageAccountNotFound', 'StopNotRequested',
-                          'NoRunningCapture'))
+                          'NoRunningCapture', 'CaptureNotCreated'))
 );
 CREATE UNIQUE INDEX capture_trigger_events_once
     ON capture_trigger_events (trigger_id, md5(alert_key), condition, md5(machine_key));

@@ -249,6 +249,8 @@ text_state! {
         StopNotRequested,
         /// The alert resolved, but no capture of it runs.
         NoRunningCapture,
+        /// Every name the trigger would give the capture is taken by another capture.
+        CaptureNotCreated,
     }
 }
 

@@ -340,6 +340,24 @@ impl TriggerRow {
         Ok(())
     }
 
+    /// Turns an event that was to create a capture into a skip (no capture could be made).
+    pub async fn set_event_skipped(
+        conn: &mut AsyncPgConnection,
+        event: i64,
+        reason: SkipReason,
+        message: &str,
+    ) -> QueryResult<()> {
+        diesel::update(capture_trigger_events::table.find(event))
+            .set((
+                capture_trigger_events::outcome.eq(TriggerOutcome::Skipped),
+                capture_trigger_events::reason.eq(Some(reason)),
+                capture_trigger_events::message.eq(message),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
     /// How many captures this trigger created still run (or are to run), on `machine_key`
     /// only when given.
     pub async fn running_captures(

@@ -452,7 +452,20 @@ async fn fired(
                 else {
                     continue;
                 };
-                let row = create_capture(conn, ctx, &valid, storage, &name).await?;
+                let Some(row) = create_capture(conn, ctx, &valid, storage, &name).await? else {
+                    let message = format!(
+                        "No capture was created: '{name}' and its {} numbered names ('{name}-2' …) are all taken by captures of the network watcher; delete some of them.",
+                        CAPTURE_NAMES - 1
+                    );
+                    let reason = SkipReason::CaptureNotCreated;
+                    TriggerRow::set_event_skipped(conn, event_id, reason, &message).await?;
+                    ctx.out.outcomes.pop();
+                    ctx.out
+                        .outcomes
+                        .push((alert.source, TriggerOutcome::Skipped));
+                    ctx.out.result.skipped += 1;
+                    continue;
+                };
                 let message = format!("Created the packet capture '{}'.", row.name);
                 TriggerRow::set_event_capture(conn, event_id, row.id, &row.resource_id, &message)
                     .await?;
@@ -506,18 +519,22 @@ async fn record(
     Ok(id)
 }
 
-/// Creates the capture, under another name when one of that name exists.
+/// The names a trigger tries for a capture, the first one then suffixed ones.
+const CAPTURE_NAMES: u32 = 20;
+
+/// Creates the capture, under another name when one of that name exists; `None` when all
+/// [`CAPTURE_NAMES`] names are taken.
 async fn create_capture(
     conn: &mut AsyncPgConnection,
     ctx: &Ctx<'_>,
     valid: &crate::arm::validate::ValidCapture,
     storage: Option<(Uuid, String)>,
     first_name: &str,
-) -> Result<CaptureRow, DeliveryError> {
+) -> Result<Option<CaptureRow>, DeliveryError> {
     let vm_name = valid.target.name().to_string();
     let parameters = serde_json::to_value(&valid.parameters)
         .map_err(|e| DeliveryError::Corrupt(e.to_string()))?;
-    for n in 1..=20u32 {
+    for n in 1..=CAPTURE_NAMES {
         let name = match n {
             1 => first_name.to_string(),
             _ => capture_name(&ctx.trigger.name, &vm_name, ctx.delivery.now, n),
@@ -546,13 +563,10 @@ async fn create_capture(
         if let Some((row, _op)) =
             super::create::create(conn, &ctx.watcher, spec, ctx.delivery.now).await?
         {
-            return Ok(row);
+            return Ok(Some(row));
         }
     }
-    Err(DeliveryError::Corrupt(format!(
-        "no free capture name for the trigger '{}'",
-        ctx.trigger.name
-    )))
+    Ok(None)
 }
 
 async fn resolved(
