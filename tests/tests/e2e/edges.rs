@@ -14,9 +14,10 @@ use crate::Ctx;
 
 /// Blocks until some statement of the test database waits on a lock.
 async fn wait_for_lock_wait(client: &tokio_postgres::Client) {
+    // Generous: on a loaded machine the request may take seconds to reach the database.
     e2e_tests::eventually(
         "a statement waiting on a lock",
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         || async move {
             let row = client
                 .query_one(
