@@ -23,7 +23,6 @@ export const state = {
   pollTimer: null,
   downloads: new Map(), // id key -> ArrayBuffer of the last download
   shown: 100, // rows of the list shown (PAGE_ROWS more at each "Show more")
-  machinesSeen: null,
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -28,86 +28,33 @@ struct Asset {
 
 const JS: &str = "text/javascript; charset=utf-8";
 
+/// One of `api/console/`'s files, with its gzip from the build (`api/build.rs`).
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            bytes: include_bytes!(concat!("../../console/", $name)),
+            gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/", $name, ".gz")),
+        }
+    };
+}
+
 /// The files under `/console/` (the page itself, `index.html`, is served at `/`).
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "app.js",
-        content_type: JS,
-        bytes: include_bytes!("../../console/app.js"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/app.js.gz")),
-    },
-    Asset {
-        name: "model.js",
-        content_type: JS,
-        bytes: include_bytes!("../../console/model.js"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/model.js.gz")),
-    },
-    Asset {
-        name: "list.js",
-        content_type: JS,
-        bytes: include_bytes!("../../console/list.js"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/list.js.gz")),
-    },
-    Asset {
-        name: "actions.js",
-        content_type: JS,
-        bytes: include_bytes!("../../console/actions.js"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/actions.js.gz")),
-    },
-    Asset {
-        name: "add.js",
-        content_type: JS,
-        bytes: include_bytes!("../../console/add.js"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/add.js.gz")),
-    },
-    Asset {
-        name: "details.js",
-        content_type: JS,
-        bytes: include_bytes!("../../console/details.js"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/details.js.gz")),
-    },
-    Asset {
-        name: "api.js",
-        content_type: JS,
-        bytes: include_bytes!("../../console/api.js"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/api.js.gz")),
-    },
-    Asset {
-        name: "auth.js",
-        content_type: JS,
-        bytes: include_bytes!("../../console/auth.js"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/auth.js.gz")),
-    },
-    Asset {
-        name: "validate.js",
-        content_type: JS,
-        bytes: include_bytes!("../../console/validate.js"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/validate.js.gz")),
-    },
-    Asset {
-        name: "pcap.js",
-        content_type: JS,
-        bytes: include_bytes!("../../console/pcap.js"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/pcap.js.gz")),
-    },
-    Asset {
-        name: "ui.js",
-        content_type: JS,
-        bytes: include_bytes!("../../console/ui.js"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/ui.js.gz")),
-    },
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        bytes: include_bytes!("../../console/app.css"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/app.css.gz")),
-    },
-    Asset {
-        name: "icon.svg",
-        content_type: "image/svg+xml",
-        bytes: include_bytes!("../../console/icon.svg"),
-        gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/icon.svg.gz")),
-    },
+    asset!("app.js", JS),
+    asset!("model.js", JS),
+    asset!("list.js", JS),
+    asset!("actions.js", JS),
+    asset!("add.js", JS),
+    asset!("details.js", JS),
+    asset!("api.js", JS),
+    asset!("auth.js", JS),
+    asset!("validate.js", JS),
+    asset!("pcap.js", JS),
+    asset!("ui.js", JS),
+    asset!("app.css", "text/css; charset=utf-8"),
+    asset!("icon.svg", "image/svg+xml"),
 ];
 
 const INDEX_HTML: &str = include_str!("../../console/index.html");
